@@ -1,0 +1,158 @@
+/**
+ * The shape of config/mailwire.yml, with every default and the reason for every limit.
+ * zod is the validation library; only this folder imports it. Objects are strict so a
+ * misspelt key stops the start instead of being silently ignored.
+ */
+import { z } from 'zod';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+const port = z.number().int().min(0).max(65535);
+const positiveInt = z.number().int().positive();
+
+export const smtpLimitsSchema = z
+  .object({
+    // 25 MiB is what most large providers accept; beyond it a sender should use a link.
+    // Enforced on the DATA stream itself, so a liar about SIZE still cannot fill the disk.
+    max_message_size: positiveInt.default(25 * MiB),
+    // RFC 5321 4.5.3.1.8 requires accepting at least 100 recipients; more per message is
+    // a spam-run pattern, and each recipient costs a policy lookup.
+    max_recipients: positiveInt.default(100),
+    // Bounds file descriptors and memory under a connection flood (each session holds
+    // buffers and a parser). 500 sessions at ~64 KiB each stays well under 100 MB.
+    max_connections: positiveInt.default(500),
+    // One address should not be able to take every slot (a botnet member or a broken client loop).
+    max_connections_per_ip: positiveInt.default(20),
+    // Absolute deadlines, not idle timeouts: a client trickling one byte every 59 s would
+    // otherwise hold a slot forever (slowloris). 10 min per session covers a 25 MiB message
+    // on a slow link; DATA gets 5 min of that.
+    session_timeout_ms: positiveInt.default(10 * 60_000),
+    data_timeout_ms: positiveInt.default(5 * 60_000),
+    // Idle time between commands (RFC 5321 4.5.3.2 suggests 5 min; 60 s is enough for machines).
+    idle_timeout_ms: positiveInt.default(60_000),
+    // RFC 5321 4.5.3.1.4: command lines are at most 512 octets. Extensions (SIZE, SMTPUTF8,
+    // long addresses) push real clients past it, so allow 2 KiB and no more.
+    max_command_line: positiveInt.default(2 * KiB),
+    // Wrong or unknown commands before a client gives up; a scanner gets cut off quickly.
+    max_unrecognized_commands: positiveInt.default(10),
+  })
+  .strict();
+
+export const smtpSchema = z
+  .object({
+    host: z.string().default('127.0.0.1'),
+    port: port.default(2525),
+    // Implicit TLS (port 465 style). Off unless a port is given.
+    tls_port: port.nullable().default(null),
+    // The name in the greeting and in Received headers.
+    hostname: z.string().min(1).nullable().default(null),
+    // Offer STARTTLS on the plain port.
+    starttls: z.boolean().default(true),
+    // Bare CR or LF in DATA (RFC 5321 2.3.8) is how SMTP smuggling starts: reject it (the
+    // default, as Postfix's smtpd_forbid_bare_newline=yes) or normalise it to CRLF.
+    bare_newline: z.enum(['reject', 'normalize']).default('reject'),
+    // postscreen-like early-talker test: unknown clients wait for the greeting and are cut
+    // off if they talk first; a client that passed is remembered and greeted at once.
+    early_talker: z
+      .object({
+        trust_ttl_s: positiveInt.default(24 * 3600),
+        // Bounds the memory of the pass list under a scan of many addresses.
+        max_entries: positiveInt.default(100_000),
+      })
+      .strict()
+      .default({ trust_ttl_s: 24 * 3600, max_entries: 100_000 }),
+    auth: z
+      .object({
+        // AUTH on the inbound listener; off by default (an MX does not authenticate).
+        enabled: z.boolean().default(false),
+        // AUTH only after TLS, so a password never crosses the wire in clear.
+        require_tls: z.boolean().default(true),
+      })
+      .strict()
+      .default({ enabled: false, require_tls: true }),
+    limits: smtpLimitsSchema.default(smtpLimitsSchema.parse({})),
+    // Time allowed for a graceful stop: sessions may finish, then they get 421.
+    shutdown_grace_ms: positiveInt.default(10_000),
+  })
+  .strict();
+
+export const tlsSchema = z
+  .object({
+    // Paths relative to the working directory unless absolute.
+    cert: z.string().default('certs/cert.pem'),
+    key: z.string().default('certs/key.pem'),
+    // TLS 1.0 and 1.1 are broken and deprecated by RFC 8996.
+    min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  })
+  .strict();
+
+export const httpSchema = z
+  .object({
+    host: z.string().default('127.0.0.1'),
+    port: port.default(8025),
+  })
+  .strict();
+
+export const spamdSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    host: z.string().default('127.0.0.1'),
+    port: port.default(783),
+    // spamd can be slow on big or odd messages; mail is accepted without a score rather than held.
+    timeout_ms: positiveInt.default(10_000),
+    // spamc's own default cap: larger messages are almost never spam and cost spamd seconds.
+    max_size: positiveInt.default(500 * KiB),
+    // What to do above spamd's threshold: tag (record it in the event) or reject at end of DATA.
+    action: z.enum(['tag', 'reject']).default('tag'),
+  })
+  .strict();
+
+export const parseSchema = z
+  .object({
+    // Text and HTML bodies kept in the event; beyond this the event says truncated.
+    // 1 MiB of text is a long book chapter; events are sent to browsers and webhooks.
+    max_text_bytes: positiveInt.default(1 * MiB),
+    max_html_bytes: positiveInt.default(2 * MiB),
+    // A MIME bomb of thousands of tiny parts costs a file each; real mail has a few.
+    max_attachments: positiveInt.default(250),
+    // Header lines kept in the event; real mail has well under 200.
+    max_headers: positiveInt.default(1000),
+    // A hostile HTML part (deep nesting, huge) can stall html-to-text conversion.
+    parse_timeout_ms: positiveInt.default(30_000),
+  })
+  .strict();
+
+export const storageSchema = z
+  .object({
+    data_dir: z.string().default('data'),
+  })
+  .strict();
+
+export const logSchema = z
+  .object({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    smtp: smtpSchema.default(smtpSchema.parse({})),
+    tls: tlsSchema.default(tlsSchema.parse({})),
+    http: httpSchema.default(httpSchema.parse({})),
+    spamd: spamdSchema.default(spamdSchema.parse({})),
+    parse: parseSchema.default(parseSchema.parse({})),
+    storage: storageSchema.default(storageSchema.parse({})),
+    log: logSchema.default(logSchema.parse({})),
+  })
+  .strict();
+
+export type FileConfig = z.infer<typeof configSchema>;
+
+/** The resolved configuration the app is built from. */
+export interface Config extends FileConfig {
+  /** Directory holding mailwire.yml, domains and the Haineko tables. */
+  configDir: string;
+}
+
+export { z };

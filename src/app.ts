@@ -1,0 +1,145 @@
+/**
+ * Builds the whole of mailwire from a config object. main.ts only loads config and handles
+ * signals; every end-to-end test builds the real app here on port 0.
+ */
+import { mkdir } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import { EventBus } from './bus/bus.js';
+import type { Config } from './config/schema.js';
+import { WatchedTable } from './config/table.js';
+import { createHttpServer } from './http/server.js';
+import { createLogger, type Logger } from './log/logger.js';
+import { parseMessageFile } from './parse/parse.js';
+import { DomainPolicy, domainsSchema, EMPTY_DOMAINS, type DomainsTable } from './policy/domains.js';
+import { Pipeline } from './pipeline/pipeline.js';
+import { scoreFile } from './spam/spamd.js';
+import { ensureTlsMaterial } from './smtp/certs.js';
+import { SmtpListener } from './smtp/listener.js';
+import { Spool } from './spool/spool.js';
+import { openSqliteStore } from './store/sqlite-store.js';
+import type { MessageStore } from './store/types.js';
+import type { SpamResult } from './events/types.js';
+
+export interface AppAddresses {
+  smtp: AddressInfo;
+  smtps: AddressInfo | null;
+  http: AddressInfo;
+}
+
+export interface App {
+  start(): Promise<AppAddresses>;
+  stop(): Promise<void>;
+  readonly addresses: AppAddresses;
+  readonly logger: Logger;
+  readonly bus: EventBus;
+}
+
+export interface AppOptions {
+  logger?: Logger;
+}
+
+const WEB_DIR = resolve(fileURLToPath(import.meta.url), '../../../web');
+
+export function createApp(config: Config, options: AppOptions = {}): App {
+  const logger = options.logger ?? createLogger(config.log.level);
+  const dataDir = resolve(config.storage.data_dir);
+  const bus = new EventBus((err) => logger.warn({ err }, 'event subscriber failed'));
+  const spool = new Spool(dataDir);
+  const listenerIsLoopback = isLoopback(config.smtp.host);
+
+  let store: MessageStore | null = null;
+  let smtp: SmtpListener | null = null;
+  let http: FastifyInstance | null = null;
+  let domains: WatchedTable<DomainsTable> | null = null;
+  let policy: DomainPolicy | null = null;
+  let addresses: AppAddresses | null = null;
+  let stopping = false;
+
+  const score = (rawPath: string): Promise<SpamResult> => {
+    if (!config.spamd.enabled) return Promise.resolve({ status: 'skipped', score: null, threshold: null, rules: [], reason: 'spamd disabled' });
+    return scoreFile(rawPath, { host: config.spamd.host, port: config.spamd.port, timeoutMs: config.spamd.timeout_ms, maxSize: config.spamd.max_size });
+  };
+
+  async function start(): Promise<AppAddresses> {
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    store = openSqliteStore(dataDir, logger);
+    await spool.init();
+
+    domains = new WatchedTable(config.configDir, 'domains', domainsSchema, EMPTY_DOMAINS, logger);
+    policy = new DomainPolicy(domains.value, listenerIsLoopback);
+    domains.onChange((table) => (policy = new DomainPolicy(table, listenerIsLoopback)));
+    domains.watch();
+    if (!listenerIsLoopback && policy.catchAll) logger.warn('catch-all is on for a non-loopback listener: every recipient is accepted');
+
+    const pipeline = new Pipeline({ config, logger, spool, store, bus, score, parse: parseMessageFile });
+    // Mail answered 250 by a previous run but not yet stored comes first.
+    await pipeline.recover();
+
+    const hostname = config.smtp.hostname ?? (await import('node:os')).hostname();
+    const tls = await ensureTlsMaterial(config.tls.cert, config.tls.key, hostname, logger);
+    smtp = new SmtpListener({
+      config,
+      tls,
+      logger,
+      spool,
+      policy: () => policy!,
+      onMessage: (msg) => pipeline.process(msg),
+    });
+    const smtpAddresses = await smtp.start();
+
+    const storeRef = store;
+    http = createHttpServer({
+      store: storeRef,
+      logger,
+      webDir: WEB_DIR,
+      readiness: () => {
+        const storeOk = storeRef.healthy();
+        return { ready: storeOk && !stopping, checks: { store: storeOk, smtp: !stopping } };
+      },
+      onDelete: (id) => bus.publish({ type: 'mail.deleted', version: 1, id, at: new Date().toISOString() }),
+    });
+    await http.listen({ port: config.http.port, host: config.http.host });
+    const httpAddr = http.server.address() as AddressInfo;
+
+    addresses = { ...smtpAddresses, http: httpAddr };
+    logger.info(
+      { smtp: fmt(smtpAddresses.smtp), smtps: smtpAddresses.smtps ? fmt(smtpAddresses.smtps) : null, http: fmt(httpAddr), data: dataDir, spamd: config.spamd.enabled ? `${config.spamd.host}:${config.spamd.port}` : 'off' },
+      'mailwire started',
+    );
+    return addresses;
+  }
+
+  async function stop(): Promise<void> {
+    stopping = true;
+    domains?.close();
+    // SMTP first: in-flight messages finish and are stored before the store closes.
+    await smtp?.stop();
+    await http?.close();
+    store?.close();
+  }
+
+  return {
+    start,
+    stop,
+    get addresses() {
+      if (!addresses) throw new Error('mailwire is not started');
+      return addresses;
+    },
+    logger,
+    bus,
+  };
+}
+
+function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1';
+}
+
+function fmt(a: AddressInfo): string {
+  return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+/**
+ * mailwire command line:
+ *   mailwire start [--config-dir DIR]          run the server (also: npm start)
+ *   mailwire check-config [--config-dir DIR]   validate the configuration and tables, exit 0 or 1
+ *   mailwire print-config [--config-dir DIR]   print the effective configuration (defaults, file, environment)
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, resolveConfigDir } from './config/load.js';
+import { toYaml } from './config/yaml.js';
+import { WatchedTable } from './config/table.js';
+import { domainsSchema, EMPTY_DOMAINS } from './policy/domains.js';
+import { silentLogger } from './log/logger.js';
+import { runServer } from './main.js';
+
+const USAGE = `usage: mailwire <start|check-config|print-config> [--config-dir DIR]`;
+
+async function cli(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { 'config-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  } catch (err) {
+    console.error(`mailwire: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const [command = 'start'] = parsed.positionals;
+  if (parsed.values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const configDir = resolveConfigDir(parsed.values['config-dir']);
+  try {
+    switch (command) {
+      case 'start':
+        return await runServer(configDir);
+      case 'check-config': {
+        loadConfig(configDir);
+        // Tables are checked too: a broken table stops the start the same way.
+        new WatchedTable(configDir, 'domains', domainsSchema, EMPTY_DOMAINS, silentLogger());
+        console.log(`configuration in ${configDir} is valid`);
+        return 0;
+      }
+      case 'print-config': {
+        const { configDir: dir, ...config } = loadConfig(configDir);
+        process.stdout.write(`# effective configuration (defaults, ${dir}/mailwire.yml, MAILWIRE_* environment)\n${toYaml(config)}`);
+        return 0;
+      }
+      default:
+        console.error(`mailwire: unknown command ${JSON.stringify(command)}\n${USAGE}`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`mailwire: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+cli(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    console.error(`mailwire: ${(err as Error).stack ?? err}`);
+    process.exitCode = 1;
+  },
+);

@@ -1,4 +1,4 @@
-import type { AttachmentMeta, MailEvent, SpamStatus } from '../events/types.js';
+import type { AttachmentMeta, MailDeletedEvent, MailEvent, SpamStatus } from '../events/types.js';
 
 /** One row of the message list: enough for a list view without loading every event. */
 export interface MessageSummary {
@@ -14,13 +14,22 @@ export interface MessageSummary {
   messageId: string | null;
 }
 
+/** Page size when the caller gives none. */
+export const DEFAULT_LIST_LIMIT = 50;
+/**
+ * Largest page. A summary is ~0.5 KiB of JSON, so 500 rows is ~250 KiB per response: enough
+ * for any list view, while one request cannot make the server serialise the whole mailbox.
+ */
+export const MAX_LIST_LIMIT = 500;
+
 export interface ListQuery {
+  /** 1..MAX_LIST_LIMIT; DEFAULT_LIST_LIMIT when absent. */
   limit?: number;
-  /** Cursor from a previous page's `next`. */
+  /** Cursor from a previous page's `next`. Opaque: pass it back unchanged. */
   before?: string;
-  /** Search over subject, from and to. */
+  /** Case-insensitive substring search over subject, from and to (header and envelope). */
   q?: string;
-  /** Only messages with this envelope recipient. */
+  /** Only messages with this envelope recipient (exact, case-insensitive). */
   rcpt?: string;
 }
 
@@ -32,6 +41,21 @@ export interface MessagePage {
 export type CommitResult = 'inserted' | 'duplicate';
 
 /**
+ * A list() query the store cannot run: a malformed cursor or an out-of-range limit. It comes
+ * from user input, so the HTTP layer answers 400 with `message`; anything else list() throws
+ * is a broken store.
+ */
+export class StoreQueryError extends Error {
+  constructor(
+    readonly field: 'limit' | 'before' | 'q' | 'rcpt',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'StoreQueryError';
+  }
+}
+
+/**
  * Where events, raw messages and attachments live. The pipeline writes attachment files into
  * attachmentsDir(id) before commit; commit() makes the message visible atomically and is
  * idempotent by event id (spool recovery may commit the same message twice).
@@ -40,6 +64,7 @@ export interface MessageStore {
   attachmentsDir(id: string): string;
   commit(event: MailEvent, rawPath: string): Promise<CommitResult>;
   get(id: string): MailEvent | null;
+  /** Newest first. Throws StoreQueryError for a bad limit or cursor. */
   list(query: ListQuery): MessagePage;
   rawPath(id: string): string | null;
   attachment(id: string, index: number): { meta: AttachmentMeta; path: string } | null;
@@ -47,4 +72,26 @@ export interface MessageStore {
   /** True while the store can take writes (for /readyz). */
   healthy(): boolean;
   close(): void;
+}
+
+/** One entry of the store's event log, in commit order. */
+export interface LoggedEvent {
+  /** Position in the log; strictly increasing, never reused. */
+  seq: number;
+  event: MailEvent | MailDeletedEvent;
+}
+
+/**
+ * The store's append-only log of mail.received and mail.deleted, in commit order, so the
+ * WebSocket feed can replay what a client missed (`?since=<id>`) before going live.
+ */
+export interface EventLog {
+  /**
+   * Up to `limit` entries after `since` (a log seq, or the id of a received message), oldest
+   * first. A received entry whose message has been deleted since is left out: its
+   * mail.deleted entry follows later in the log. null when `since` is an id the log never saw.
+   */
+  eventsAfter(since: { seq: number } | { id: string }, limit: number): LoggedEvent[] | null;
+  /** seq of the newest entry, 0 when the log is empty (where a live feed starts). */
+  lastEventSeq(): number;
 }

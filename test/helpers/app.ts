@@ -6,7 +6,9 @@ import { inject } from 'vitest';
 import { createApp, type App, type AppAddresses } from '../../src/app.js';
 import { validateConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
-import { silentLogger } from '../../src/log/logger.js';
+import type { AnyEvent } from '../../src/events/types.js';
+import { createLogger, silentLogger } from '../../src/log/logger.js';
+import { mailEventErrors } from './event-schema.js';
 
 export interface TestApp {
   app: App;
@@ -28,6 +30,8 @@ export interface TestAppOptions {
   /** Reuse a directory (restart tests). */
   dir?: string;
   spamd?: boolean;
+  /** Subscribes to the bus before start, so events published by spool recovery are seen too. */
+  onEvent?: (event: AnyEvent) => void;
 }
 
 // TLS material is generated once per test file run and reused: RSA key generation costs time.
@@ -52,7 +56,17 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
   mkdirSync(join(dir, 'config'), { recursive: true });
   for (const [name, content] of Object.entries(opts.files ?? {})) writeFileSync(join(dir, 'config', name), content);
   const config = testConfig(dir, opts);
-  const app = createApp(config, { logger: silentLogger() });
+  // MAILWIRE_TEST_LOG=debug shows the app's log while debugging a test.
+  const logLevel = process.env.MAILWIRE_TEST_LOG;
+  const app = createApp(config, { logger: logLevel ? createLogger(logLevel) : silentLogger() });
+  // Every event any test produces must match the published schema.
+  const schemaErrors: string[] = [];
+  app.bus.subscribe((event) => {
+    if (event.type !== 'mail.received') return;
+    const errors = mailEventErrors(event);
+    if (errors) schemaErrors.push(`${event.id}: ${errors}`);
+  });
+  if (opts.onEvent) app.bus.subscribe(opts.onEvent);
   const addresses = await app.start();
   return {
     app,
@@ -64,6 +78,7 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     async stop() {
       await app.stop();
       if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+      if (schemaErrors.length) throw new Error(`events that do not match the MailEvent schema:\n${schemaErrors.join('\n')}`);
     },
   };
 }

@@ -1,0 +1,84 @@
+/**
+ * The HTTP server: REST API, web viewer, health and metrics. The only module tree that
+ * imports fastify. createHttpServer() builds it; the caller listens and closes.
+ */
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { createMetrics } from '../metrics/metrics.js';
+import type { HttpDeps, ResolvedHttpDeps } from './deps.js';
+import { codeForStatus, errorBody, HttpError, sendError } from './errors.js';
+import { registerRoutes } from './routes.js';
+import { API_HEADERS } from './security.js';
+
+export type { HttpDeps, Readiness } from './deps.js';
+
+/**
+ * Request bodies: the read API takes none, and 64 KiB is plenty for the small JSON bodies to
+ * come; a larger body is refused before it is buffered (413).
+ */
+const BODY_LIMIT = 64 * 1024;
+/**
+ * Time for a client to send its whole request (headers and body), not for our response: a
+ * slow reader may take minutes over a 25 MiB raw message. Stops slowloris-style clients
+ * from holding sockets with a trickle of header bytes.
+ */
+const REQUEST_TIMEOUT_MS = 30_000;
+
+function statusOf(err: unknown): number | undefined {
+  const status = (err as Partial<FastifyError> | null)?.statusCode;
+  return typeof status === 'number' && status >= 400 && status <= 599 ? status : undefined;
+}
+
+export function createHttpServer(input: HttpDeps): FastifyInstance {
+  const logger = input.logger.child({ mod: 'http' });
+  const deps: ResolvedHttpDeps = { ...input, logger, metrics: input.metrics ?? createMetrics() };
+  const requests = deps.metrics.counter('mailwire_http_requests_total', 'HTTP requests answered, by method, route and status', [
+    'method',
+    'route',
+    'status',
+  ]);
+
+  const app = Fastify({
+    // Fastify's own logger is off; requests are logged below, at debug, by our pino logger.
+    logger: false,
+    bodyLimit: BODY_LIMIT,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    return503OnClosing: true,
+    // Errors fastify raises before routing (a malformed percent-encoding in the path): no hook
+    // has run, so the security headers are set here too. The URL is not echoed back.
+    frameworkErrors: (err, _request, reply) => {
+      reply.headers({ ...API_HEADERS });
+      if (err.code === 'FST_ERR_BAD_URL') return sendError(reply, 'bad_request', 'the URL is not valid');
+      return sendError(reply, codeForStatus(statusOf(err) ?? 500));
+    },
+  });
+
+  app.addHook('onRequest', async (_request, reply) => {
+    reply.headers({ ...API_HEADERS });
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    // The route pattern, never the raw URL, as the label: ids would make unbounded series.
+    const route = request.routeOptions.url ?? 'unmatched';
+    requests.inc({ method: request.method, route, status: String(reply.statusCode) });
+    logger.debug({ method: request.method, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'http request');
+  });
+
+  app.setErrorHandler((err: unknown, request, reply) => {
+    if (err instanceof HttpError) return reply.code(err.status).send(errorBody(err.code, err.message));
+    const status = statusOf(err);
+    if (status !== undefined && status < 500) {
+      // Fastify's own 4xx (bad JSON, body too large, ...): its message is about the request.
+      const code = codeForStatus(status);
+      const message = err instanceof Error ? err.message : undefined;
+      return reply.code(status).send(errorBody(code, message));
+    }
+    logger.error({ err, method: request.method, route: request.routeOptions.url }, 'request failed');
+    // Never the internal message: it may name paths or SQL.
+    return sendError(reply, 'internal');
+  });
+
+  app.setNotFoundHandler((_request, reply) => sendError(reply, 'not_found'));
+
+  registerRoutes(app, deps);
+  return app;
+}

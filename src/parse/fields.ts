@@ -1,0 +1,179 @@
+/**
+ * Pure helpers that turn what mailparser hands over into MailEvent fields: header lines, addresses,
+ * filenames and body caps. No I/O and no mailparser import, so each rule is testable on its own.
+ */
+import type { AddressInfo, HeaderLine } from '../events/types.js';
+
+/**
+ * Longest filename, Content-Type or Content-ID kept as metadata. The values come from the sender and
+ * end up in the event, the store index and the viewer; 255 is the longest name common filesystems
+ * accept, so no legitimate attachment name is longer.
+ */
+export const MAX_META_LENGTH = 255;
+
+/** Longest parseError: it is one line in an event and in the log, not a dump of the input. */
+export const MAX_ERROR_LENGTH = 500;
+
+/**
+ * C0 and C1 controls, DEL, and the bidi overrides and isolates that make "gpj.exe" display as "exe.jpg".
+ * A CR or LF would also split a log line or a Content-Disposition header when the file is served again.
+ */
+const UNSAFE_CHARS = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/** A header field name as RFC 5322 defines it: printable ASCII except the colon. */
+const FIELD_NAME = /^[\u0021-\u0039\u003b-\u007e]+$/;
+
+/** Cuts a string to at most `max` UTF-16 units without leaving half a surrogate pair at the end. */
+function capLength(value: string, max: number): string {
+  if (value.length <= max) return value;
+  const code = value.charCodeAt(max - 1);
+  return value.slice(0, code >= 0xd800 && code <= 0xdbff ? max - 1 : max);
+}
+
+/** Strips controls and caps the length of a sender-chosen token (Content-Type, Content-ID). */
+export function cleanToken(value: string | undefined | null): string | null {
+  const cleaned = capLength((value ?? '').replace(UNSAFE_CHARS, '').trim(), MAX_META_LENGTH);
+  return cleaned === '' ? null : cleaned;
+}
+
+/**
+ * The attachment filename as metadata only: files on disk are named by index, so this never
+ * reaches a path. Still, a viewer offers it as a download name: keep the last path segment (no
+ * "../../etc/passwd", no "C:\\x" directories), drop controls, cap the length. "." and ".." mean nothing.
+ */
+export function sanitizeFilename(name: string | undefined | null): string | null {
+  if (!name) return null;
+  const base = name.replace(UNSAFE_CHARS, '').split(/[/\\]/).pop() ?? '';
+  const cleaned = capLength(base.trim(), MAX_META_LENGTH);
+  return cleaned === '' || cleaned === '.' || cleaned === '..' ? null : cleaned;
+}
+
+/** Caps a string at `maxBytes` of UTF-8, cutting on a character boundary. */
+export function capUtf8(value: string, maxBytes: number): { value: string; truncated: boolean } {
+  // Fast path: a UTF-16 unit is at most 3 UTF-8 bytes (a surrogate pair is 4 bytes for 2 units).
+  if (value.length * 3 <= maxBytes) return { value, truncated: false };
+  const bytes = Buffer.from(value, 'utf8');
+  if (bytes.length <= maxBytes) return { value, truncated: false };
+  let end = Math.max(0, maxBytes);
+  // Back off over continuation bytes (10xxxxxx) so the cut lands before a character's lead byte.
+  while (end > 0 && ((bytes[end] ?? 0) & 0xc0) === 0x80) end--;
+  return { value: bytes.subarray(0, end).toString('utf8'), truncated: true };
+}
+
+/** One line, capped: for parseError. */
+export function oneLine(message: string): string {
+  return capLength(message.replace(/\s+/g, ' ').trim(), MAX_ERROR_LENGTH);
+}
+
+/** The shape mailparser (addressparser) gives an address; groups hold their members. */
+export interface ParsedAddress {
+  name?: string;
+  address?: string;
+  group?: ParsedAddress[];
+}
+
+/** Flattens addresses, expanding groups into their members ("friends: a@x, b@y;" is two entries). */
+export function flattenAddresses(list: readonly ParsedAddress[]): AddressInfo[] {
+  const out: AddressInfo[] = [];
+  for (const entry of list) {
+    if (entry.group) {
+      out.push(...flattenAddresses(entry.group));
+    } else if (entry.address || entry.name) {
+      out.push({ name: entry.name ?? '', address: entry.address ?? '' });
+    }
+  }
+  return out;
+}
+
+/**
+ * One raw header line from mailparser's headerLines as {name, value}: the name as written, the value
+ * unfolded and with RFC 2047 encoded-words decoded. mailparser keeps lines as binary strings (one
+ * char per byte), so raw 8-bit UTF-8 (RFC 6532) is decoded here. A line that is not a header field
+ * (no colon, or a name with spaces or controls: garbage, or a body without a header block) gives null.
+ */
+export function decodeHeaderLine(line: string): HeaderLine | null {
+  const colon = line.indexOf(':');
+  if (colon < 0) return null;
+  // RFC 5322 obsolete syntax allows whitespace before the colon ("Subject : x").
+  const name = line.slice(0, colon).replace(/[ \t]+$/, '');
+  if (!FIELD_NAME.test(name)) return null;
+  const raw = Buffer.from(line.slice(colon + 1), 'latin1').toString('utf8');
+  // Unfolding (RFC 5322 2.2.3) removes the CRLF and keeps the whitespace that follows it.
+  const value = decodeEncodedWords(raw.replace(/\r\n|\r|\n/g, '').trim());
+  return { name, value };
+}
+
+/**
+ * Windows-1252 bytes 0x80-0x9F (WHATWG index). Node >= 20.18.3 decodes the "windows-1252" encoding (which
+ * every latin1/iso-8859-1/us-ascii label maps to) as ISO-8859-1, leaving C1 controls where "€", "“" and
+ * "—" should be (nodejs/node#56542, #60888). Mapping the C1 range afterwards is right on fixed Nodes too:
+ * a correct decoder only leaves the five undefined bytes there, and those map to themselves.
+ */
+const WINDOWS_1252_C1 = '€\u0081‚ƒ„…†‡ˆ‰Š‹Œ\u008dŽ\u008f\u0090‘’“”•–—˜™š›œ\u009džŸ';
+
+function decodeCharset(charset: string, bytes: Buffer): string {
+  const decoder = new TextDecoder(charset); // throws RangeError for an unknown charset
+  const text = decoder.decode(bytes);
+  if (decoder.encoding !== 'windows-1252') return text;
+  return text.replace(/[\u0080-\u009f]/g, (c) => WINDOWS_1252_C1[c.charCodeAt(0) - 0x80] ?? c);
+}
+
+const ENCODED_WORD = /=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=/g;
+
+function wordBytes(encoding: string, text: string): Buffer {
+  if (encoding === 'B' || encoding === 'b') return Buffer.from(text, 'base64');
+  const bytes: number[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    const hex = ch === '=' ? text.slice(i + 1, i + 3) : '';
+    if (/^[0-9A-Fa-f]{2}$/.test(hex)) {
+      bytes.push(parseInt(hex, 16));
+      i += 2;
+    } else {
+      bytes.push(ch === '_' ? 0x20 : text.charCodeAt(i) & 0xff);
+    }
+  }
+  return Buffer.from(bytes);
+}
+
+/**
+ * Decodes RFC 2047 encoded-words. Whitespace between two adjacent encoded-words is dropped (RFC 2047
+ * 6.2), and adjacent words in the same charset are decoded together, so a multi-byte character (or an
+ * ISO-2022-JP escape sequence) split across two words comes out whole. Charsets are those of the
+ * WHATWG Encoding Standard via TextDecoder (UTF-8, ISO-2022-JP, Shift_JIS, ISO-8859-x, Windows-125x,
+ * KOI8, GB18030, Big5, EUC-KR, ...); a word in an unknown charset is left as written.
+ */
+export function decodeEncodedWords(value: string): string {
+  if (!value.includes('=?')) return value;
+  let out = '';
+  let last = 0; // end of the previous encoded-word, 0 before the first
+  let run: { charset: string; bytes: Buffer[]; source: string } | null = null;
+  const flush = (): void => {
+    if (!run) return;
+    try {
+      out += decodeCharset(run.charset, Buffer.concat(run.bytes));
+    } catch {
+      out += run.source; // unknown charset: keep the words as written
+    }
+    run = null;
+  };
+  for (const match of value.matchAll(ENCODED_WORD)) {
+    const [word, charsetSpec = '', encoding = 'Q', text = ''] = match;
+    const start = match.index ?? 0;
+    const between = value.slice(last, start);
+    // RFC 2231 allows a language after the charset: "utf-8*en".
+    const charset = charsetSpec.split('*')[0]?.toLowerCase() ?? '';
+    if (run && /^[ \t]*$/.test(between) && run.charset === charset) {
+      run.bytes.push(wordBytes(encoding, text));
+      run.source += between + word;
+    } else {
+      flush();
+      const betweenWords = last > 0 && /^[ \t]*$/.test(between);
+      if (!betweenWords) out += between;
+      run = { charset, bytes: [wordBytes(encoding, text)], source: word };
+    }
+    last = start + word.length;
+  }
+  flush();
+  return out + value.slice(last);
+}

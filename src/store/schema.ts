@@ -1,0 +1,74 @@
+/**
+ * The SQLite schema and its migrations. `PRAGMA user_version` holds the schema version; each
+ * migration runs in one transaction, so a crash mid-migration leaves the previous version.
+ */
+import type Database from 'better-sqlite3';
+
+const MIGRATIONS: readonly string[] = [
+  // 1: messages, the recipient index and the event log.
+  `
+  -- seq is the rowid, so it is the INTEGER PRIMARY KEY (SQLite allows AUTOINCREMENT only
+  -- there); id is unique beside it. AUTOINCREMENT, not plain rowid: a seq is never reused,
+  -- even after the newest row is deleted, so a list cursor or a replay position handed out
+  -- earlier can never come to mean a different message.
+  CREATE TABLE messages (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT    NOT NULL UNIQUE,
+    received_at      TEXT    NOT NULL,
+    mail_from        TEXT    NOT NULL,
+    rcpt_json        TEXT    NOT NULL,  -- envelope.rcptTo as given, for summaries
+    subject          TEXT,
+    from_json        TEXT    NOT NULL,  -- header From as [{name, address}], for summaries
+    from_text        TEXT    NOT NULL,  -- "Name <addr>, ..." of header From
+    to_text          TEXT    NOT NULL,  -- "Name <addr>, ..." of header To and Cc
+    search_text      TEXT    NOT NULL,  -- lower-cased subject, from, to and envelope, for q
+    size             INTEGER NOT NULL,
+    spam_status      TEXT    NOT NULL,
+    spam_score       REAL,
+    attachment_count INTEGER NOT NULL,
+    message_id       TEXT,
+    event_json       TEXT    NOT NULL
+  );
+
+  -- Keyed by (rcpt, seq) so "newest first for one recipient" is a walk down one index range.
+  CREATE TABLE message_rcpt (
+    rcpt TEXT    NOT NULL,  -- lower-cased envelope recipient
+    seq  INTEGER NOT NULL,
+    id   TEXT    NOT NULL,
+    PRIMARY KEY (rcpt, seq)
+  ) WITHOUT ROWID;
+  CREATE INDEX message_rcpt_id ON message_rcpt (id);
+
+  -- Append-only, in commit order. json is NULL for mail.received (the event is
+  -- messages.event_json; no need to store a message of several MiB twice).
+  -- TODO: retention (trim entries older than the oldest message a client may resume from).
+  CREATE TABLE events (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT    NOT NULL,
+    id   TEXT    NOT NULL,
+    at   TEXT    NOT NULL,
+    json TEXT
+  );
+  -- One mail.received per id, ever: this is what makes commit() idempotent, even for a
+  -- message that was deleted before spool recovery committed it again.
+  CREATE UNIQUE INDEX events_received ON events (id) WHERE type = 'mail.received';
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export function migrate(db: Database.Database): number {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > SCHEMA_VERSION) {
+    throw new Error(`database schema version ${current} is newer than this mailwire (${SCHEMA_VERSION}); refusing to open it`);
+  }
+  for (let v = current; v < SCHEMA_VERSION; v++) {
+    const sql = MIGRATIONS[v];
+    if (sql === undefined) throw new Error(`missing migration ${v + 1}`);
+    db.transaction(() => {
+      db.exec(sql);
+      db.pragma(`user_version = ${v + 1}`);
+    }).immediate();
+  }
+  return current;
+}

@@ -1,0 +1,420 @@
+/**
+ * The embedded MessageStore: SQLite (better-sqlite3) for events and the index, plain files for
+ * raw messages and attachments. The only module that imports better-sqlite3.
+ *
+ *   <dataDir>/mailwire.db                          events, summaries, recipient index, event log
+ *   <dataDir>/messages/<id>/message.eml            the raw bytes, as received
+ *   <dataDir>/messages/<id>/attachments/<index>    written by the parser before commit
+ *
+ * Every path is built from an id that passed isMessageId() first (26 Crockford base32
+ * characters, so no "/", "." or NUL can reach the filesystem), never from a raw request string.
+ */
+import Database from 'better-sqlite3';
+import { accessSync, constants as fsConstants, mkdirSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isMessageId } from '../events/id.js';
+import type { AddressInfo, AttachmentMeta, MailDeletedEvent, MailEvent, SpamStatus } from '../events/types.js';
+import { silentLogger, type Logger } from '../log/logger.js';
+import { fsyncFilesIn, fsyncPath, linkOrCopy } from './files.js';
+import { migrate, SCHEMA_VERSION } from './schema.js';
+import {
+  DEFAULT_LIST_LIMIT,
+  MAX_LIST_LIMIT,
+  StoreQueryError,
+  type CommitResult,
+  type EventLog,
+  type ListQuery,
+  type LoggedEvent,
+  type MessagePage,
+  type MessageStore,
+  type MessageSummary,
+} from './types.js';
+
+export type SqliteMessageStore = MessageStore & EventLog;
+
+/**
+ * Longest search string. q is a substring scan over every row's search text; a longer needle
+ * finds nothing a 256-character one would not, and bounds the work per row.
+ */
+const MAX_Q_LENGTH = 256;
+/** RFC 5321 4.5.3.1.3: a path is at most 256 octets, so no real recipient is longer. */
+const MAX_RCPT_LENGTH = 256;
+/**
+ * Cursors are the `seq` of the last item on the page, in decimal. Clients must treat them as
+ * opaque. At most 16 digits keeps them within Number.MAX_SAFE_INTEGER's range check below.
+ */
+const CURSOR_PATTERN = /^[1-9][0-9]{0,15}$/;
+
+interface SummaryRow {
+  seq: number;
+  id: string;
+  received_at: string;
+  mail_from: string;
+  rcpt_json: string;
+  subject: string | null;
+  from_json: string;
+  size: number;
+  spam_status: SpamStatus;
+  spam_score: number | null;
+  attachment_count: number;
+  message_id: string | null;
+}
+
+const SUMMARY_COLUMNS =
+  'm.seq, m.id, m.received_at, m.mail_from, m.rcpt_json, m.subject, m.from_json, m.size, ' +
+  'm.spam_status, m.spam_score, m.attachment_count, m.message_id';
+
+interface InsertParams {
+  id: string;
+  received_at: string;
+  mail_from: string;
+  rcpt_json: string;
+  subject: string | null;
+  from_json: string;
+  from_text: string;
+  to_text: string;
+  search_text: string;
+  size: number;
+  spam_status: string;
+  spam_score: number | null;
+  attachment_count: number;
+  message_id: string | null;
+  event_json: string;
+}
+
+interface LogRow {
+  seq: number;
+  type: string;
+  json: string | null;
+  event_json: string | null;
+}
+
+function formatAddresses(list: readonly AddressInfo[]): string {
+  return list.map((a) => (a.name ? `${a.name} <${a.address}>` : a.address)).join(', ');
+}
+
+function insertParams(event: MailEvent): InsertParams {
+  const fromText = formatAddresses(event.from);
+  const toText = formatAddresses([...event.to, ...event.cc]);
+  // Lower-cased in JavaScript, not with SQL lower() or LIKE, which fold ASCII only: a search
+  // for "zürich" must find "ZÜRICH". instr() on this column is a plain substring test, so
+  // there are no LIKE wildcards (% and _) to escape and none a user could inject.
+  const searchText = [event.subject ?? '', event.envelope.mailFrom, fromText, toText, event.envelope.rcptTo.join(', ')]
+    .join('\n')
+    .toLowerCase();
+  return {
+    id: event.id,
+    received_at: event.receivedAt,
+    mail_from: event.envelope.mailFrom,
+    rcpt_json: JSON.stringify(event.envelope.rcptTo),
+    subject: event.subject,
+    from_json: JSON.stringify(event.from.map((a) => ({ name: a.name, address: a.address }))),
+    from_text: fromText,
+    to_text: toText,
+    search_text: searchText,
+    size: event.size,
+    spam_status: event.spam.status,
+    spam_score: event.spam.score,
+    attachment_count: event.attachments.length,
+    message_id: event.messageId,
+    event_json: JSON.stringify(event),
+  };
+}
+
+function toSummary(row: SummaryRow): MessageSummary {
+  return {
+    id: row.id,
+    receivedAt: row.received_at,
+    mailFrom: row.mail_from,
+    rcptTo: JSON.parse(row.rcpt_json) as string[],
+    from: JSON.parse(row.from_json) as { name: string; address: string }[],
+    subject: row.subject,
+    size: row.size,
+    spam: { status: row.spam_status, score: row.spam_score },
+    attachments: row.attachment_count,
+    messageId: row.message_id,
+  };
+}
+
+function parseCursor(before: string): number {
+  const seq = CURSOR_PATTERN.test(before) ? Number(before) : NaN;
+  if (!Number.isSafeInteger(seq)) throw new StoreQueryError('before', 'before is not a cursor this server handed out');
+  return seq;
+}
+
+class SqliteStore implements SqliteMessageStore {
+  readonly #db: Database.Database;
+  readonly #messagesDir: string;
+  readonly #log: Logger;
+  readonly #listStatements = new Map<string, Database.Statement<Record<string, unknown>, SummaryRow>>();
+
+  readonly #selectEvent: Database.Statement<[string], { event_json: string }>;
+  readonly #selectAttachments: Database.Statement<[string], { attachments: string | null }>;
+  readonly #selectLive: Database.Statement<[string], { seq: number }>;
+  readonly #selectReceived: Database.Statement<[string], { seq: number }>;
+  readonly #insertMessage: Database.Statement<InsertParams>;
+  readonly #insertRcpt: Database.Statement<[string, number, string]>;
+  readonly #insertLog: Database.Statement<[string, string, string, string | null]>;
+  readonly #deleteMessage: Database.Statement<[string]>;
+  readonly #deleteRcpts: Database.Statement<[string]>;
+  readonly #selectLogAfter: Database.Statement<[number, number], LogRow>;
+  readonly #selectLastSeq: Database.Statement<[], { seq: number }>;
+  readonly #ping: Database.Statement<[], { ok: number }>;
+  readonly #insertTx: (event: MailEvent) => CommitResult;
+  readonly #deleteTx: (id: string, at: string) => boolean;
+
+  constructor(dataDir: string, logger: Logger) {
+    this.#log = logger.child({ mod: 'store' });
+    this.#messagesDir = join(dataDir, 'messages');
+    mkdirSync(this.#messagesDir, { recursive: true });
+
+    const file = join(dataDir, 'mailwire.db');
+    const db = new Database(file);
+    this.#db = db;
+    try {
+      // WAL: readers (the HTTP API) never block the writer (commits from SMTP) and a commit
+      // is one sequential append to the -wal file.
+      db.pragma('journal_mode = WAL');
+      // Durability. In WAL mode synchronous=NORMAL already survives a killed *process*: a
+      // committed transaction is in the -wal file (the OS page cache) when commit returns.
+      // It does not survive a power cut or kernel crash: the last transactions can roll back.
+      // The pipeline releases the spool entry as soon as commit() returns, so with NORMAL a
+      // power cut right after that would lose a message already answered 250, in both
+      // places at once. FULL fsyncs the WAL on every commit, which closes that window for
+      // the price of one fsync per message, small beside the spool's own fsyncs.
+      db.pragma('synchronous = FULL');
+      // A second connection (a backup, the sqlite3 shell) can hold the lock briefly; wait for
+      // it instead of failing a commit. 5 s is far below the SMTP DATA reply deadline.
+      db.pragma('busy_timeout = 5000');
+      const from = migrate(db);
+      if (from !== SCHEMA_VERSION) this.#log.info({ from, to: SCHEMA_VERSION }, 'store schema migrated');
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+
+    this.#selectEvent = db.prepare('SELECT event_json FROM messages WHERE id = ?');
+    this.#selectAttachments = db.prepare(
+      "SELECT json_extract(event_json, '$.attachments') AS attachments FROM messages WHERE id = ?",
+    );
+    this.#selectLive = db.prepare('SELECT seq FROM messages WHERE id = ?');
+    this.#selectReceived = db.prepare("SELECT seq FROM events WHERE type = 'mail.received' AND id = ?");
+    this.#insertMessage = db.prepare(
+      `INSERT INTO messages (id, received_at, mail_from, rcpt_json, subject, from_json, from_text, to_text,
+         search_text, size, spam_status, spam_score, attachment_count, message_id, event_json)
+       VALUES (@id, @received_at, @mail_from, @rcpt_json, @subject, @from_json, @from_text, @to_text,
+         @search_text, @size, @spam_status, @spam_score, @attachment_count, @message_id, @event_json)`,
+    );
+    this.#insertRcpt = db.prepare('INSERT OR IGNORE INTO message_rcpt (rcpt, seq, id) VALUES (?, ?, ?)');
+    this.#insertLog = db.prepare('INSERT INTO events (type, id, at, json) VALUES (?, ?, ?, ?)');
+    this.#deleteMessage = db.prepare('DELETE FROM messages WHERE id = ?');
+    this.#deleteRcpts = db.prepare('DELETE FROM message_rcpt WHERE id = ?');
+    // A received entry whose message is gone is filtered here, in SQL, so a page of `limit`
+    // rows is never cut short by deleted messages (the caller pages until it gets fewer).
+    this.#selectLogAfter = db.prepare(
+      `SELECT e.seq, e.type, e.json, m.event_json FROM events e
+         LEFT JOIN messages m ON e.type = 'mail.received' AND m.id = e.id
+       WHERE e.seq > ? AND (e.type <> 'mail.received' OR m.id IS NOT NULL)
+       ORDER BY e.seq LIMIT ?`,
+    );
+    this.#selectLastSeq = db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM events');
+    this.#ping = db.prepare('SELECT 1 AS ok');
+
+    // IMMEDIATE: take the write lock at BEGIN, so the duplicate check and the insert see the
+    // same database even if another connection writes.
+    const insertTx = db.transaction((event: MailEvent): CommitResult => {
+      // Checked inside the write transaction, so two commits of one id cannot both insert.
+      if (this.#selectReceived.get(event.id)) return 'duplicate';
+      const params = insertParams(event);
+      const seq = Number(this.#insertMessage.run(params).lastInsertRowid);
+      for (const rcpt of event.envelope.rcptTo) this.#insertRcpt.run(rcpt.toLowerCase(), seq, event.id);
+      this.#insertLog.run('mail.received', event.id, event.receivedAt, null);
+      return 'inserted';
+    });
+    this.#insertTx = (event) => insertTx.immediate(event);
+
+    const deleteTx = db.transaction((id: string, at: string): boolean => {
+      if (this.#deleteMessage.run(id).changes === 0) return false;
+      this.#deleteRcpts.run(id);
+      const event: MailDeletedEvent = { type: 'mail.deleted', version: 1, id, at };
+      this.#insertLog.run(event.type, id, at, JSON.stringify(event));
+      return true;
+    });
+    this.#deleteTx = (id, at) => deleteTx.immediate(id, at);
+
+    this.#log.debug({ file }, 'store open');
+  }
+
+  #messageDir(id: string): string {
+    if (!isMessageId(id)) throw new Error(`not a message id: ${JSON.stringify(id).slice(0, 64)}`);
+    return join(this.#messagesDir, id);
+  }
+
+  attachmentsDir(id: string): string {
+    return join(this.#messageDir(id), 'attachments');
+  }
+
+  async commit(event: MailEvent, rawPath: string): Promise<CommitResult> {
+    if (event.type !== 'mail.received') throw new Error(`commit: not a mail.received event (${String(event.type)})`);
+    const dir = this.#messageDir(event.id);
+    // Cheap early answer for spool recovery re-running a message that is already stored.
+    if (this.#selectReceived.get(event.id)) {
+      await this.#dropIfNotLive(event.id, dir);
+      return 'duplicate';
+    }
+    // Files first, each made durable, then the row: once the row is visible (and the spool
+    // entry is released), everything it points at is on disk. A crash between the two leaves
+    // files without a row, which the spool's recovery run commits again.
+    await mkdir(dir, { recursive: true });
+    const how = await linkOrCopy(rawPath, join(dir, 'message.eml'));
+    await fsyncFilesIn(this.attachmentsDir(event.id));
+    await fsyncPath(dir);
+    await fsyncPath(this.#messagesDir);
+    const result = this.#insertTx(event);
+    if (result === 'duplicate') await this.#dropIfNotLive(event.id, dir);
+    this.#log.debug({ id: event.id, raw: how, result }, 'commit');
+    return result;
+  }
+
+  /**
+   * A duplicate commit of a message deleted in the meantime (deleted after commit, before the
+   * spool entry was released, then the process died): the recovery run has just recreated its
+   * files. The user deleted it, so remove them again rather than leave orphans.
+   */
+  async #dropIfNotLive(id: string, dir: string): Promise<void> {
+    if (this.#selectLive.get(id)) return;
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  get(id: string): MailEvent | null {
+    if (!isMessageId(id)) return null;
+    const row = this.#selectEvent.get(id);
+    return row ? (JSON.parse(row.event_json) as MailEvent) : null;
+  }
+
+  list(query: ListQuery): MessagePage {
+    const limit = query.limit ?? DEFAULT_LIST_LIMIT;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
+      throw new StoreQueryError('limit', `limit must be an integer from 1 to ${MAX_LIST_LIMIT}`);
+    }
+    const before = query.before !== undefined && query.before !== '' ? parseCursor(query.before) : undefined;
+    const q = query.q !== undefined && query.q !== '' ? query.q.toLowerCase() : undefined;
+    const rcpt = query.rcpt !== undefined && query.rcpt !== '' ? query.rcpt.toLowerCase() : undefined;
+    if (q !== undefined && q.length > MAX_Q_LENGTH) throw new StoreQueryError('q', `q is longer than ${MAX_Q_LENGTH} characters`);
+    if (rcpt !== undefined && rcpt.length > MAX_RCPT_LENGTH) {
+      throw new StoreQueryError('rcpt', `rcpt is longer than ${MAX_RCPT_LENGTH} characters`);
+    }
+
+    // Bind exactly the parameters the statement names (better-sqlite3 rejects extras).
+    const params: Record<string, unknown> = { limit: limit + 1 };
+    if (before !== undefined) params['before'] = before;
+    if (q !== undefined) params['q'] = q;
+    if (rcpt !== undefined) params['rcpt'] = rcpt;
+    const rows = this.#listStatement(before !== undefined, q !== undefined, rcpt !== undefined).all(params);
+
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    return {
+      items: page.map(toSummary),
+      next: rows.length > limit && last ? String(last.seq) : null,
+    };
+  }
+
+  /**
+   * One prepared statement per combination of filters (eight at most), rather than one with
+   * `(@x IS NULL OR ...)` guards that would keep SQLite from seeking the seq index.
+   * Order is by seq, i.e. commit order, which is also the order of the live event feed: a
+   * viewer that loads a page and then prepends live events never has to insert in the middle.
+   */
+  #listStatement(before: boolean, q: boolean, rcpt: boolean): Database.Statement<Record<string, unknown>, SummaryRow> {
+    const key = `${Number(before)}${Number(q)}${Number(rcpt)}`;
+    let stmt = this.#listStatements.get(key);
+    if (stmt) return stmt;
+    const where: string[] = [];
+    let from = 'messages m';
+    let seqCol = 'm.seq';
+    if (rcpt) {
+      from = 'message_rcpt r JOIN messages m ON m.seq = r.seq';
+      seqCol = 'r.seq';
+      where.push('r.rcpt = @rcpt');
+    }
+    if (before) where.push(`${seqCol} < @before`);
+    if (q) where.push('instr(m.search_text, @q) > 0');
+    const sql =
+      `SELECT ${SUMMARY_COLUMNS} FROM ${from}` +
+      (where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '') +
+      ` ORDER BY ${seqCol} DESC LIMIT @limit`;
+    stmt = this.#db.prepare<Record<string, unknown>, SummaryRow>(sql);
+    this.#listStatements.set(key, stmt);
+    return stmt;
+  }
+
+  rawPath(id: string): string | null {
+    if (!isMessageId(id) || !this.#selectLive.get(id)) return null;
+    return join(this.#messageDir(id), 'message.eml');
+  }
+
+  attachment(id: string, index: number): { meta: AttachmentMeta; path: string } | null {
+    if (!isMessageId(id) || !Number.isSafeInteger(index) || index < 0) return null;
+    const row = this.#selectAttachments.get(id);
+    if (!row || row.attachments === null) return null;
+    const meta = (JSON.parse(row.attachments) as AttachmentMeta[]).find((a) => a.index === index);
+    if (!meta) return null;
+    return { meta, path: join(this.attachmentsDir(id), String(index)) };
+  }
+
+  async delete(id: string): Promise<boolean> {
+    if (!isMessageId(id)) return false;
+    // Row first, files second: a crash in between leaves unreferenced files (harmless),
+    // never a visible message whose raw file is gone.
+    if (!this.#deleteTx(id, new Date().toISOString())) return false;
+    try {
+      await rm(this.#messageDir(id), { recursive: true, force: true });
+    } catch (err) {
+      this.#log.warn({ id, err }, 'message deleted, but removing its files failed');
+    }
+    this.#log.debug({ id }, 'delete');
+    return true;
+  }
+
+  eventsAfter(since: { seq: number } | { id: string }, limit: number): LoggedEvent[] | null {
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError('eventsAfter: limit must be a positive integer');
+    let after: number;
+    if ('seq' in since) {
+      if (!Number.isSafeInteger(since.seq) || since.seq < 0) throw new RangeError('eventsAfter: seq must be >= 0');
+      after = since.seq;
+    } else {
+      const row = isMessageId(since.id) ? this.#selectReceived.get(since.id) : undefined;
+      if (!row) return null;
+      after = row.seq;
+    }
+    return this.#selectLogAfter.all(after, limit).map((row) => {
+      const json = row.type === 'mail.received' ? row.event_json : row.json;
+      if (json === null) throw new Error(`event log entry ${row.seq} has no event`);
+      return { seq: row.seq, event: JSON.parse(json) as LoggedEvent['event'] };
+    });
+  }
+
+  lastEventSeq(): number {
+    return this.#selectLastSeq.get()?.seq ?? 0;
+  }
+
+  healthy(): boolean {
+    try {
+      if (this.#ping.get()?.ok !== 1) return false;
+      accessSync(this.#messagesDir, fsConstants.W_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  close(): void {
+    if (this.#db.open) this.#db.close();
+  }
+}
+
+export function openSqliteStore(dataDir: string, logger: Logger = silentLogger()): SqliteMessageStore {
+  return new SqliteStore(dataDir, logger);
+}

@@ -3,12 +3,13 @@
  * raw socket for what real clients never send), every reply code asserted with its enhanced code.
  */
 import { execFile } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MailEvent } from '../src/events/types.js';
+import { openSqliteStore } from '../src/store/sqlite-store.js';
 import { startTestApp, waitFor, type TestApp } from './helpers/app.js';
 import { RawSmtp } from './helpers/raw-smtp.js';
 
@@ -356,5 +357,34 @@ describe('SMTP session deadline and implicit TLS', () => {
       s.once('error', (e) => resolve(e));
     });
     expect(err).not.toBeNull();
+  });
+});
+
+describe('graceful shutdown', () => {
+  it('lets a message in flight finish with 250, then answers 421 and stops accepting', async () => {
+    const t = await startTestApp({ spamd: false, config: { smtp: { shutdown_grace_ms: 3000 } } });
+    const c = await RawSmtp.connect(t.smtpPort);
+    await c.read();
+    await c.command('EHLO client.test');
+    await c.command('MAIL FROM:<a@client.test>');
+    await c.command('RCPT TO:<b@example.test>');
+    expect((await c.command('DATA')).code).toBe(354);
+    c.write('Subject: in flight\r\n\r\nfirst half\r\n');
+    const stopping = t.app.stop();
+    // Give stop() a moment to close the listener, then finish the message.
+    await new Promise((r) => setTimeout(r, 100));
+    c.write('second half\r\n.\r\n');
+    expect((await c.read()).raw).toMatch(/^250 2\.0\.0 Ok: queued as [0-9A-Z]{26}\r\n$/);
+    const next = await c.command('MAIL FROM:<a@client.test>');
+    expect(next.code).toBe(421);
+    expect(await c.waitClosed()).toBe(true);
+    await expect(RawSmtp.connect(t.smtpPort)).rejects.toThrow(/ECONNREFUSED/);
+    await stopping;
+    // Stored before the stop finished, with nothing left for recovery.
+    const store = openSqliteStore(t.config.storage.data_dir);
+    expect(store.list({}).items.map((m) => m.subject)).toEqual(['in flight']);
+    store.close();
+    expect(readdirSync(join(t.config.storage.data_dir, 'spool', 'incoming'))).toEqual([]);
+    rmSync(t.dir, { recursive: true, force: true });
   });
 });

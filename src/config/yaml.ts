@@ -1,8 +1,10 @@
 /** The one module that imports js-yaml: parse a YAML document into plain data. */
 import { load, dump } from 'js-yaml';
 
+/** Parses YAML; a file with nothing but comments and blank lines is an empty document (null). */
 export function parseYaml(text: string): unknown {
-  // JSON_SCHEMA-like core behaviour: no custom tags, no functions, no merge surprises.
+  // js-yaml 5 refuses an empty stream, but a config file with every key commented out is normal.
+  if (text.split(/\r?\n/).every((line) => /^\s*(#.*)?$/.test(line))) return null;
   return load(text);
 }
 

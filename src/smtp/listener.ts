@@ -44,7 +44,6 @@ export interface SmtpAddresses {
 
 interface SessionState {
   conn: ConnectionHandle | undefined;
-  counted: boolean;
   deadline: NodeJS.Timeout | null;
   tls: { protocol: string; cipher: string } | null;
   writer: SpoolWriter | null;
@@ -59,6 +58,10 @@ export class SmtpListener {
   #trusted: TrustedClients;
   #connsById = new Map<string, ConnectionHandle>();
   #addresses: SmtpAddresses | null = null;
+  // Connections that went through the full early-talker wait; reaching onConnect means they passed.
+  #pendingTrust = new Set<string>();
+  // Commits of messages already answered 250, awaited by stop().
+  #storing = new Set<Promise<void>>();
 
   constructor(private readonly deps: SmtpDeps) {
     const { smtp } = deps.config;
@@ -88,7 +91,11 @@ export class SmtpListener {
   async stop(): Promise<void> {
     await Promise.all(this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     for (const state of this.#sessions.values()) if (state.deadline) clearTimeout(state.deadline);
+    // Messages already answered 250 finish storing before the store closes (the spool would
+    // recover them anyway, but a clean stop should leave nothing to recover).
+    await Promise.allSettled([...this.#storing]);
   }
+
 
   #createServer(implicitTls: boolean): SMTPServer {
     const { config, tls, logger } = this.deps;
@@ -151,8 +158,6 @@ export class SmtpListener {
     return server;
   }
 
-  // Connections that went through the full early-talker wait; reaching onConnect means they passed.
-  #pendingTrust = new Set<string>();
 
   #onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const { limits } = this.deps.config.smtp;
@@ -168,8 +173,7 @@ export class SmtpListener {
     }
     this.#total++;
     this.#perIp.set(ip, fromIp + 1);
-    const state: SessionState = { conn, counted: true, deadline: null, tls: this.#earlyTls.get(session.id) ?? null, writer: null };
-    this.#earlyTls.delete(session.id);
+    const state: SessionState = { conn, deadline: null, tls: null, writer: null };
     // Absolute session deadline: the idle timeout alone lets a trickling client stay forever.
     state.deadline = setTimeout(() => {
       this.deps.logger.info({ session: session.id, ip }, 'session time limit reached');
@@ -184,13 +188,11 @@ export class SmtpListener {
     const state = this.#sessions.get(session.id);
     const cipher = socket.getCipher?.();
     const tls = { protocol: socket.getProtocol?.() ?? cipher?.version ?? 'unknown', cipher: cipher?.standardName ?? cipher?.name ?? 'unknown' };
+    // onConnect has run already, for STARTTLS and implicit TLS alike.
     if (state) state.tls = tls;
-    else this.#earlyTls.set(session.id, tls);
     cb();
   }
 
-  // Implicit TLS: onSecure runs before onConnect created the session state.
-  #earlyTls = new Map<string, { protocol: string; cipher: string }>();
 
   #onMailFrom(address: SMTPServerAddress, _session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const decision = this.deps.policy().checkSender(address.address);
@@ -277,8 +279,8 @@ export class SmtpListener {
     try {
       outcome = await this.deps.onMessage(msg);
     } catch (err) {
-      // The message is durable in the spool; it will be processed again on restart. Tell the
-      // client to retry rather than risk losing or double-accepting it.
+      // Broken infrastructure (spool unreadable, disk full): nothing was answered yet, so drop
+      // the spool entry and have the client retry later.
       logger.error({ err, id: msg.id }, 'message processing failed');
       await spool.release(msg).catch(() => {});
       return reply(new SmtpReplyError(451, '4.3.0', 'Local error in processing, try again later'));
@@ -288,7 +290,11 @@ export class SmtpListener {
       return reply(new SmtpReplyError(outcome.code, outcome.enhanced, outcome.message));
     }
     reply(null, `2.0.0 Ok: queued as ${msg.id}`);
-    outcome.afterReply().catch((err) => logger.error({ err, id: msg.id }, 'storing an accepted message failed; it stays in the spool'));
+    const storing = outcome
+      .afterReply()
+      .catch((err) => logger.error({ err, id: msg.id }, 'storing an accepted message failed; it stays in the spool'))
+      .finally(() => this.#storing.delete(storing));
+    this.#storing.add(storing);
   }
 
   #envelope(session: SMTPServerSession, state: SessionState | undefined): Envelope {
@@ -308,7 +314,6 @@ export class SmtpListener {
   #onClose(session: SMTPServerSession): void {
     this.#connsById.delete(session.id);
     this.#pendingTrust.delete(session.id);
-    this.#earlyTls.delete(session.id);
     const state = this.#sessions.get(session.id);
     if (!state) return;
     this.#sessions.delete(session.id);
@@ -319,12 +324,11 @@ export class SmtpListener {
       state.writer.destroy();
       void this.deps.spool.discard(id);
     }
-    if (state.counted) {
-      this.#total--;
-      const n = (this.#perIp.get(session.remoteAddress) ?? 1) - 1;
-      if (n <= 0) this.#perIp.delete(session.remoteAddress);
-      else this.#perIp.set(session.remoteAddress, n);
-    }
+    // A session has state only once onConnect counted it.
+    this.#total--;
+    const n = (this.#perIp.get(session.remoteAddress) ?? 1) - 1;
+    if (n <= 0) this.#perIp.delete(session.remoteAddress);
+    else this.#perIp.set(session.remoteAddress, n);
   }
 }
 

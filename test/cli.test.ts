@@ -1,0 +1,85 @@
+/**
+ * The mailwire command line: an invalid value or an unknown key stops the start with exit code 1
+ * and one line naming the key; check-config and print-config work on a config directory.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function mailwire(args: string[], env: Record<string, string> = {}): Promise<Result> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', join(ROOT, 'src/cli.ts'), ...args],
+      { cwd: ROOT, env: { ...process.env, ...env }, timeout: 30_000 },
+      (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+describe('mailwire CLI', () => {
+  const root = mkdtempSync(join(tmpdir(), 'mailwire-cli-'));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  function configDir(name: string, yml: string, files: Record<string, string> = {}): string {
+    const dir = join(root, name);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'mailwire.yml'), yml);
+    for (const [f, content] of Object.entries(files)) writeFileSync(join(dir, f), content);
+    return dir;
+  }
+
+  it('start stops with exit 1 and one line naming an invalid value', async () => {
+    const dir = configDir('invalid', 'smtp:\n  port: "twenty-five"\n');
+    const r = await mailwire(['start', '--config-dir', dir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain('smtp.port');
+  });
+
+  it('start stops with exit 1 and one line naming an unknown key', async () => {
+    const dir = configDir('unknown', 'smtp:\n  limits:\n    max_mesage_size: 10\n');
+    const r = await mailwire(['start', '--config-dir', dir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe(`mailwire: ${join(dir, 'mailwire.yml')}: unknown key smtp.limits.max_mesage_size`);
+  });
+
+  it('check-config names a broken domains table', async () => {
+    const dir = configDir('domains', '', { domains: 'accept:\n  - "not a domain!"\n' });
+    const r = await mailwire(['check-config', '--config-dir', dir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain('accept.0');
+  });
+
+  it('check-config accepts the shipped config directory', async () => {
+    const r = await mailwire(['check-config', '--config-dir', join(ROOT, 'config')]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+  });
+
+  it('print-config shows defaults with environment overrides applied', async () => {
+    const dir = configDir('print', 'http:\n  port: 9000\n');
+    const r = await mailwire(['print-config', '--config-dir', dir], { MAILWIRE_HTTP_PORT: '9100', MAILWIRE_SPAMD: 'off' });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^http:\n {2}host: 127\.0\.0\.1\n {2}port: 9100$/m);
+    expect(r.stdout).toMatch(/^spamd:\n {2}enabled: false$/m);
+    expect(r.stdout).toMatch(/^ {4}max_message_size: 26214400$/m);
+  });
+
+  it('rejects a malformed MAILWIRE_SPAMD', async () => {
+    const r = await mailwire(['print-config', '--config-dir', join(root, 'none')], { MAILWIRE_SPAMD: 'nonsense' });
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe('mailwire: MAILWIRE_SPAMD: expected host:port or off, got "nonsense"');
+  });
+});

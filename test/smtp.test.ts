@@ -109,6 +109,28 @@ describe('SMTP with the default policy (loopback catch-all)', () => {
     expect(event.envelope.tls?.protocol).toMatch(/^TLSv1\.[23]$/);
   });
 
+  it('does not offer AUTH on the inbound listener by default', async () => {
+    const c = await RawSmtp.connect(t.smtpPort);
+    await c.read();
+    const ehlo = await c.command('EHLO client.test');
+    expect(ehlo.lines.some((l) => /AUTH/i.test(l))).toBe(false);
+    expect(ehlo.lines).toContain('250-STARTTLS');
+    expect(ehlo.lines).toContain('250-ENHANCEDSTATUSCODES');
+    expect(ehlo.lines.some((l) => l.startsWith('250-SIZE 26214400') || l === '250 SIZE 26214400')).toBe(true);
+    expect((await c.command('AUTH PLAIN AGZvbwBiYXI=')).raw).toBe('500 5.5.2 Error: command not recognized\r\n');
+    c.close();
+  });
+
+  it('cuts off a command line longer than the limit', async () => {
+    const c = await RawSmtp.connect(t.smtpPort);
+    await c.read();
+    await c.command('EHLO client.test');
+    c.write(`MAIL FROM:<${'a'.repeat(3000)}@client.test>\r\n`);
+    const r = await c.read();
+    expect(r.raw).toBe('421 4.4.2 Error: Command line too long\r\n');
+    expect(await c.waitClosed()).toBe(true);
+  });
+
   it('does not act on commands pipelined before the TLS handshake', async () => {
     const c = await RawSmtp.connect(t.smtpPort);
     await c.read();

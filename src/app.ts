@@ -13,6 +13,7 @@ import type { Config } from './config/schema.js';
 import { WatchedTable } from './config/table.js';
 import { createHttpServer } from './http/server.js';
 import { createLogger, type Logger } from './log/logger.js';
+import { createMetrics } from './metrics/metrics.js';
 import { parseMessageFile } from './parse/parse.js';
 import { DomainPolicy, domainsSchema, EMPTY_DOMAINS, type DomainsTable } from './policy/domains.js';
 import { Pipeline } from './pipeline/pipeline.js';
@@ -49,6 +50,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   const dataDir = resolve(config.storage.data_dir);
   const bus = new EventBus((err) => logger.warn({ err }, 'event subscriber failed'));
   const spool = new Spool(dataDir);
+  const metrics = createMetrics();
   const listenerIsLoopback = isLoopback(config.smtp.host);
 
   let store: MessageStore | null = null;
@@ -75,7 +77,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     domains.watch();
     if (!listenerIsLoopback && policy.catchAll) logger.warn('catch-all is on for a non-loopback listener: every recipient is accepted');
 
-    const pipeline = new Pipeline({ config, logger, spool, store, bus, score, parse: parseMessageFile });
+    const pipeline = new Pipeline({ config, logger, spool, store, bus, score, parse: parseMessageFile, metrics });
     // Mail answered 250 by a previous run but not yet stored comes first.
     await pipeline.recover();
 
@@ -96,6 +98,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       store: storeRef,
       logger,
       webDir: WEB_DIR,
+      metrics,
       readiness: () => {
         const storeOk = storeRef.healthy();
         return { ready: storeOk && !stopping, checks: { store: storeOk, smtp: !stopping } };
@@ -118,7 +121,9 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     domains?.close();
     // SMTP first: in-flight messages finish and are stored before the store closes.
     await smtp?.stop();
-    await http?.close();
+    logger.debug('smtp listeners stopped');
+    if (http) await closeHttp(http);
+    logger.debug('http server stopped');
     store?.close();
   }
 
@@ -132,6 +137,19 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     logger,
     bus,
   };
+}
+
+// In-flight HTTP requests get this long at stop; a client that never reads its response
+// must not hold the stop (and the store) open forever.
+const HTTP_CLOSE_GRACE_MS = 2000;
+
+async function closeHttp(http: FastifyInstance): Promise<void> {
+  const force = setTimeout(() => http.server.closeAllConnections(), HTTP_CLOSE_GRACE_MS);
+  try {
+    await http.close();
+  } finally {
+    clearTimeout(force);
+  }
 }
 
 function isLoopback(host: string): boolean {

@@ -8,7 +8,7 @@ import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MailEvent } from '../src/events/types.js';
 import { mailEventErrors } from './helpers/event-schema.js';
-import { startTestApp, waitFor, type TestApp } from './helpers/app.js';
+import { queuedId, startTestApp, storedEvent, type TestApp } from './helpers/app.js';
 
 const schema = JSON.parse(readFileSync(new URL('../src/events/mail-event.v1.schema.json', import.meta.url), 'utf8'));
 
@@ -47,11 +47,8 @@ describe('MailEvent schema', () => {
       const raw = readFileSync(join(dir.pathname, file));
       const transport = nodemailer.createTransport({ host: '127.0.0.1', port: t.smtpPort, secure: false, tls: { rejectUnauthorized: false } });
       const info = await transport.sendMail({ envelope: { from: 'corpus@example.org', to: ['corpus@example.test'] }, raw });
-      const id = info.response.split(' ').pop()!;
-      const event = await waitFor(async () => {
-        const res = await fetch(`${t.httpUrl}/api/v1/messages/${id}`);
-        return res.status === 200 ? ((await res.json()) as MailEvent) : null;
-      });
+      const id = queuedId(info.response);
+      const event = await storedEvent(t, id);
       expect(mailEventErrors(event)).toBeNull();
       // The stored raw bytes end with exactly what was sent (after our Received header).
       const stored = Buffer.from(await (await fetch(`${t.httpUrl}/api/v1/messages/${id}/raw`)).arrayBuffer());

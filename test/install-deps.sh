@@ -1,37 +1,77 @@
 #!/usr/bin/env bash
-# Installs the Debian tools the test suite drives for real, when they are missing:
-#   spamd/spamc (SpamAssassin; also ships the sample messages the spam tests use),
-#   swaks (an SMTP client), postfix (only for its smtp-source and smtp-sink tools).
-# The Postfix daemon is never started: this machine must not listen on port 25.
+# Installs the Debian tools the test suite drives for real, when they are missing. Used by
+# `npm run test:all` (the README's test command) and so by CI. Needs root (or sudo) only when
+# something is missing.
 set -euo pipefail
-
-need=()
-command -v spamd >/dev/null 2>&1 || need+=(spamd)
-command -v spamc >/dev/null 2>&1 || need+=(spamc)
-[ -f /usr/share/doc/spamassassin/examples/sample-spam.txt ] || need+=(spamassassin)
-command -v swaks >/dev/null 2>&1 || need+=(swaks)
-{ command -v smtp-source >/dev/null 2>&1 || [ -x /usr/sbin/smtp-source ]; } || need+=(postfix)
-
-if [ ${#need[@]} -eq 0 ]; then
-  echo "test tools present: spamd, spamc, swaks, smtp-source"
-  exit 0
-fi
-
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-    echo "missing Debian packages: ${need[*]}; run as root or install them: apt-get install ${need[*]}" >&2
-    exit 1
-  fi
-fi
-
-echo "installing Debian packages: ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# Postfix asks how it should be configured; it is only here for its test tools.
-echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
-echo "postfix postfix/mailname string mailwire.test" | $sudo debconf-set-selections
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# No init system here, but make sure no Postfix master was left running by a package script.
-if pgrep -x master >/dev/null 2>&1; then $sudo postfix stop >/dev/null 2>&1 || true; fi
-[ -f /usr/share/doc/spamassassin/examples/sample-spam.txt ] || { echo "spamassassin samples missing" >&2; exit 1; }
+
+section() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
+SUDO=""
+if [[ "$(id -u)" -ne 0 ]]; then SUDO="sudo"; fi
+
+# ---------------------------------------------------------------------------------------
+# System packages (Debian). Each is installed only when missing, so a warm machine skips apt.
+#   spamd, spamc, spamassassin  the test global setup starts a real spamd on a free port; tests
+#                               use spamassassin's sample-spam.txt / sample-nonspam.txt
+#   swaks                       scripted SMTP client for end-to-end tests
+#   postfix                     only for its smtp-source / smtp-sink load tools (no daemon)
+#   sqlite3, openssl            inspecting the store, TLS checks and certificates
+#   procps                      pgrep, used below
+# chromium is needed by a later issue (browser tests); it is deliberately not installed yet.
+# ---------------------------------------------------------------------------------------
+APT_PACKAGES=(spamd spamc spamassassin swaks postfix sqlite3 openssl procps)
+SAMPLES_DIR=/usr/share/doc/spamassassin/examples
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" != "install ok installed" ]]; then
+    missing+=("$pkg")
+  fi
+done
+
+apt_install() {
+  $SUDO apt-get install -y -q \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}
+
+if ((${#missing[@]})); then
+  section "apt: installing ${missing[*]}"
+  # postfix asks which mail setup to use; "No configuration" leaves it unconfigured and idle.
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+  # Package scripts must not start daemons (spamd on :783, the postfix master): tests start
+  # their own spamd. A policy-rc.d that answers 101 forbids invoke-rc.d starts; put one in
+  # place only for the install, and only if the machine has none of its own.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    own_policy=1
+    trap '$SUDO rm -f "$policy"' EXIT
+  fi
+  $SUDO apt-get update -q
+  apt_install "${missing[@]}"
+  if ((own_policy)); then
+    $SUDO rm -f "$policy"
+    trap - EXIT
+  fi
+else
+  section "apt: all packages already installed"
+fi
+
+# Docker-style images may exclude /usr/share/doc from dpkg; the spam samples live there.
+if [[ ! -f "$SAMPLES_DIR/sample-spam.txt" || ! -f "$SAMPLES_DIR/sample-nonspam.txt" ]]; then
+  echo "spamassassin samples missing; reinstalling spamassassin with its examples"
+  apt_install --reinstall -o "Dpkg::Options::=--path-include=$SAMPLES_DIR/*" spamassassin
+fi
+for f in sample-spam.txt sample-nonspam.txt; do
+  [[ -f "$SAMPLES_DIR/$f" ]] || { echo "missing $SAMPLES_DIR/$f after install" >&2; exit 1; }
+done
+
+# The postfix package is here for its tools only: no master daemon may be left running.
+if pgrep -x master >/dev/null; then
+  echo "a postfix master daemon is running; stopping it"
+  $SUDO postfix stop || true
+fi
+
+echo "test tools: $(spamd --version 2>&1 | sed -n 1p); $(swaks --version 2>&1 | sed -n 1p)"

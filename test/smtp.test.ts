@@ -10,7 +10,7 @@ import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MailEvent } from '../src/events/types.js';
 import { openSqliteStore } from '../src/store/sqlite-store.js';
-import { startTestApp, waitFor, type TestApp } from './helpers/app.js';
+import { queuedId, startTestApp, storedEvent, type TestApp } from './helpers/app.js';
 import { RawSmtp } from './helpers/raw-smtp.js';
 
 const run = promisify(execFile);
@@ -60,11 +60,8 @@ describe('SMTP with the default policy (loopback catch-all)', () => {
       attachments: [{ filename: 'note.txt', content: 'attached bytes' }],
     });
     expect(info.response).toMatch(/^250 2\.0\.0 Ok: queued as [0-9A-Z]{26}$/);
-    const id = info.response.split(' ').pop()!;
-    const event = await waitFor(async () => {
-      const res = await fetch(`${t.httpUrl}/api/v1/messages/${id}`);
-      return res.status === 200 ? ((await res.json()) as MailEvent) : null;
-    });
+    const id = queuedId(info.response);
+    const event = await storedEvent(t, id);
     expect(event).toMatchObject({
       type: 'mail.received',
       version: 1,
@@ -101,10 +98,7 @@ describe('SMTP with the default policy (loopback catch-all)', () => {
     ]);
     const match = /<~ {2}250 2\.0\.0 Ok: queued as ([0-9A-Z]{26})/.exec(stdout);
     expect(match).not.toBeNull();
-    const event = await waitFor(async () => {
-      const res = await fetch(`${t.httpUrl}/api/v1/messages/${match![1]}`);
-      return res.status === 200 ? ((await res.json()) as MailEvent) : null;
-    });
+    const event = await storedEvent(t, match![1]!);
     expect(event.subject).toBe('swaks test');
     expect(event.envelope.tls?.protocol).toMatch(/^TLSv1\.[23]$/);
   });
@@ -182,11 +176,9 @@ describe('SMTP with the default policy (loopback catch-all)', () => {
     c.write('Subject: dots\r\n\r\n..leading dot\r\n.. \r\nend\r\n.\r\n');
     const r = await c.read();
     expect(r.code).toBe(250);
-    const id = r.text.split(' ').pop()!;
-    const raw = await waitFor(async () => {
-      const res = await fetch(`${t.httpUrl}/api/v1/messages/${id}/raw`);
-      return res.status === 200 ? res.text() : null;
-    });
+    const id = queuedId(r.text);
+    await storedEvent(t, id);
+    const raw = await (await fetch(`${t.httpUrl}/api/v1/messages/${id}/raw`)).text();
     expect(raw.endsWith('Subject: dots\r\n\r\n.leading dot\r\n. \r\nend\r\n')).toBe(true);
     c.close();
   });

@@ -15,6 +15,7 @@ import type { ParsedMessage, ParseLimits } from '../parse/types.js';
 import type { MessageOutcome } from '../smtp/listener.js';
 import type { Spool, SpooledMessage } from '../spool/spool.js';
 import type { MessageStore } from '../store/types.js';
+import type { Metrics } from '../metrics/metrics.js';
 
 export interface PipelineDeps {
   config: Config;
@@ -24,10 +25,17 @@ export interface PipelineDeps {
   bus: EventBus;
   score(rawPath: string): Promise<SpamResult>;
   parse(rawPath: string, attachmentsDir: string, limits: ParseLimits): Promise<ParsedMessage>;
+  metrics: Metrics;
 }
 
 export class Pipeline {
-  constructor(private readonly deps: PipelineDeps) {}
+  readonly #outcomes;
+  readonly #seconds;
+
+  constructor(private readonly deps: PipelineDeps) {
+    this.#outcomes = deps.metrics.counter('mailwire_messages_total', 'Messages after DATA, by outcome and spam status', ['result', 'spam']);
+    this.#seconds = deps.metrics.histogram('mailwire_message_processing_seconds', 'From end of DATA to stored: scoring, parsing, storing', [], [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]);
+  }
 
   /** Scores and parses a spooled message and says whether to accept it. */
   async process(msg: SpooledMessage): Promise<MessageOutcome> {
@@ -85,6 +93,8 @@ export class Pipeline {
   }
 
   #logOutcome(event: MailEvent, result: string, started: number): void {
+    this.#outcomes.inc({ result, spam: event.spam.status });
+    this.#seconds.observe((performance.now() - started) / 1000);
     // One line per message outcome. Never bodies, never credentials.
     this.deps.logger.info(
       {

@@ -16,7 +16,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { SpamResult } from '../events/types.js';
 import { failed, parseSpamdReply } from './report.js';
@@ -97,7 +97,13 @@ function exchange(
       socket.destroy();
       resolve(result);
     };
-    const socket = connect({ host: opts.host, port: opts.port });
+    let socket: Socket;
+    try {
+      socket = connect({ host: opts.host, port: opts.port });
+    } catch (err) {
+      // connect() throws at once for a port outside 0-65535; still a value, not an exception.
+      return resolve({ ok: false, reason: `cannot talk to ${where}: ${errorText(err)}` });
+    }
     const timer = setTimeout(
       () => finish({ ok: false, reason: `no complete reply from ${where} within the ${opts.timeoutMs} ms deadline` }),
       opts.timeoutMs,

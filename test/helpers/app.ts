@@ -6,7 +6,7 @@ import { inject } from 'vitest';
 import { createApp, type App, type AppAddresses } from '../../src/app.js';
 import { validateConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
-import type { AnyEvent } from '../../src/events/types.js';
+import type { AnyEvent, MailEvent } from '../../src/events/types.js';
 import { createLogger, silentLogger } from '../../src/log/logger.js';
 import { mailEventErrors } from './event-schema.js';
 
@@ -90,6 +90,23 @@ function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<s
     out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' ? merge(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
   }
   return out;
+}
+
+/** Fetches a stored event, polling until it is there (the store commits just after the 250). */
+export async function storedEvent(t: TestApp, id: string): Promise<MailEvent> {
+  return waitFor(async () => {
+    const res = await fetch(`${t.httpUrl}/api/v1/messages/${id}`);
+    if (res.status === 200) return (await res.json()) as MailEvent;
+    await res.body?.cancel(); // an unread body would keep the connection busy
+    return null;
+  });
+}
+
+/** The id in a "250 2.0.0 Ok: queued as <id>" reply. */
+export function queuedId(response: string): string {
+  const m = /queued as ([0-9A-Z]{26})$/.exec(response.trim());
+  if (!m) throw new Error(`not a queued reply: ${response}`);
+  return m[1]!;
 }
 
 /** Polls the REST API until a predicate holds (events are stored just after the 250). */

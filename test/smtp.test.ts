@@ -10,7 +10,7 @@ import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MailEvent } from '../src/events/types.js';
 import { openSqliteStore } from '../src/store/sqlite-store.js';
-import { queuedId, startTestApp, storedEvent, type TestApp } from './helpers/app.js';
+import { queuedId, startTestApp, storedEvent, waitFor, type TestApp } from './helpers/app.js';
 import { RawSmtp } from './helpers/raw-smtp.js';
 
 const run = promisify(execFile);
@@ -323,6 +323,32 @@ describe('SMTP with a domains table and tight limits', () => {
       expect(await c.waitClosed()).toBe(true);
     } finally {
       clearInterval(trickle);
+    }
+  });
+});
+
+describe('total connection limit', () => {
+  it('refuses connections beyond max_connections with 421 4.7.0', async () => {
+    const t = await startTestApp({ spamd: false, config: { smtp: { limits: { max_connections: 2 } } } });
+    try {
+      const open: RawSmtp[] = [];
+      for (let i = 0; i < 2; i++) {
+        const c = await RawSmtp.connect(t.smtpPort);
+        expect((await c.read()).code).toBe(220);
+        open.push(c);
+      }
+      const extra = await RawSmtp.connect(t.smtpPort);
+      expect((await extra.read()).raw).toBe('421 4.7.0 Too many connections, try again later\r\n');
+      open.forEach((c) => c.close());
+      // Slots free up when sessions end.
+      await waitFor(async () => {
+        const c = await RawSmtp.connect(t.smtpPort);
+        const r = await c.read();
+        c.close();
+        return r.code === 220;
+      });
+    } finally {
+      await t.stop();
     }
   });
 });

@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -99,6 +100,24 @@ describe('spam scoring fails open', () => {
       expect(event.spam.reason).toBeTruthy();
     } finally {
       await t.stop();
+    }
+  });
+
+  it('accepts mail with spam.status "error" when spamd never answers (deadline)', async () => {
+    // A fake is right here: a real spamd cannot be made to hang. It accepts and stays silent.
+    const silent = createServer({ allowHalfOpen: true }, (sock) => sock.on('data', () => {}));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as AddressInfo).port;
+    const t = await startTestApp({ config: { spamd: { enabled: true, host: '127.0.0.1', port, timeout_ms: 500 } } });
+    try {
+      const info = await send(t, sampleHam);
+      expect(info.response).toMatch(/^250 2\.0\.0 /);
+      const { event } = await stored(t, info.response);
+      expect(event.spam).toMatchObject({ status: 'error', score: null });
+      expect(event.spam.reason).toMatch(/deadline|timed out|500 ms/);
+    } finally {
+      await t.stop();
+      silent.close();
     }
   });
 

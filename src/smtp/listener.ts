@@ -262,6 +262,8 @@ export class SmtpListener {
           outcome.kind === 'too-big'
             ? new SmtpReplyError(552, '5.3.4', `Message size exceeds fixed maximum message size ${smtp.limits.max_message_size}`)
             : new SmtpReplyError(550, '5.5.2', 'Message contains bare CR or LF (RFC 5321 2.3.8), not accepted');
+        // One line per message outcome, refused ones included.
+        logger.info({ id, session: session.id, ip: envelope.remoteAddress, from: envelope.mailFrom, rcpts: envelope.rcptTo.length, result: `rejected-${outcome.kind}` }, 'message');
         // Discard before replying, so nothing of a refused message outlives the reply.
         return void spool.discard(id).finally(() => reply(err));
       }

@@ -5,7 +5,8 @@
 import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { EventBus } from './bus/bus.js';
@@ -43,7 +44,11 @@ export interface AppOptions {
   logger?: Logger;
 }
 
-const WEB_DIR = resolve(fileURLToPath(import.meta.url), '../../../web');
+// web/ sits at the repository root: one level up from src/app.ts (run through tsx), two from
+// dist/src/app.js (built).
+const WEB_DIR = [fileURLToPath(new URL('../web', import.meta.url)), fileURLToPath(new URL('../../web', import.meta.url))].find((dir) =>
+  existsSync(join(dir, 'index.html')),
+);
 
 export function createApp(config: Config, options: AppOptions = {}): App {
   const logger = options.logger ?? createLogger(config.log.level);
@@ -97,7 +102,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     http = createHttpServer({
       store: storeRef,
       logger,
-      webDir: WEB_DIR,
+      ...(WEB_DIR ? { webDir: WEB_DIR } : {}),
       metrics,
       readiness: () => {
         const storeOk = storeRef.healthy();

@@ -308,6 +308,13 @@ describe('SMTP with a domains table and tight limits', () => {
     expect((await extra.read()).raw).toBe('421 4.7.0 Too many connections from your address, try again later\r\n');
     expect(await extra.waitClosed()).toBe(true);
     open.forEach((c) => c.close());
+    // The slots free up once the server has seen the sockets close.
+    await waitFor(async () => {
+      const c = await RawSmtp.connect(t.smtpPort);
+      const r = await c.read();
+      c.close();
+      return r.code === 220;
+    });
   });
 
   it('enforces an absolute DATA deadline against a trickling client', async () => {
@@ -356,7 +363,7 @@ describe('total connection limit', () => {
 describe('SMTP session deadline and implicit TLS', () => {
   let t: TestApp;
   beforeAll(async () => {
-    t = await startTestApp({ spamd: false, config: { smtp: { tls_port: 0, limits: { session_timeout_ms: 800 } } } });
+    t = await startTestApp({ spamd: false, config: { smtp: { tls_port: 0, limits: { session_timeout_ms: 800, data_timeout_ms: 500 } } } });
   });
   afterAll(async () => t.stop());
 

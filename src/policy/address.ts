@@ -23,13 +23,24 @@ export function normalizeDomain(domain: string): string | null {
   return ascii ? ascii : null;
 }
 
+/**
+ * The local part as it compares: RFC 5321 4.1.2 makes "noreply"@x and noreply@x the same
+ * mailbox, so quotes and quoted-pair backslashes are removed before matching. Otherwise a
+ * reject list entry could be walked around by quoting the name.
+ */
+export function canonicalLocalPart(local: string): string {
+  let out = local;
+  if (out.length >= 2 && out.startsWith('"') && out.endsWith('"')) out = out.slice(1, -1).replace(/\\(.)/g, '$1');
+  return out.toLowerCase();
+}
+
 export function splitAddress(address: string): SplitAddress | null {
   if (!address || address.length > MAX_ADDRESS) return null;
   const at = address.lastIndexOf('@');
   if (at <= 0 || at === address.length - 1) return null;
   const domain = normalizeDomain(address.slice(at + 1));
   if (!domain) return null;
-  return { local: address.slice(0, at).toLowerCase(), domain };
+  return { local: canonicalLocalPart(address.slice(0, at)), domain };
 }
 
 export function normalizeAddress(address: string): string | null {

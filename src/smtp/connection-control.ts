@@ -1,36 +1,39 @@
 /**
- * The few places where mailwire reaches past smtp-server's documented options. Kept in one
- * module, each feature-detected, so an upgrade that changes the internals degrades to the
- * library's own behaviour (with a warning) instead of breaking, and the tests that assert
- * exact replies and greeting behaviour catch it.
+ * The few places where mailwire reaches past smtp-server's documented options, kept in one
+ * module. Each is feature-detected; when a library upgrade changes the internals, the start
+ * logs a warning and mailwire falls back to what only needs public Node APIs (the raw socket),
+ * and the tests that assert exact replies and greeting behaviour fail loudly.
  *
- * 1. Exact enhanced status codes. smtp-server derives the enhanced code from the reply code
+ * 1. Admission at accept time: connect() is the library's (public) entry for a new socket;
+ *    wrapping it lets connection limits refuse a socket before any session work starts.
+ * 2. Exact enhanced status codes. smtp-server derives the enhanced code from the reply code
  *    (550 is always 5.1.1, 554 is 5.6.0), but mail policy needs 550 5.7.1, 554 5.7.1, 452 4.5.3.
  *    A reply text that already starts with an enhanced code is sent without a derived one.
- * 2. postscreen-style early-talker test. smtp-server holds every new connection 100 ms before
+ * 3. postscreen-style early-talker test. smtp-server holds every new connection 100 ms before
  *    its greeting to catch clients that talk first. A client that passed once is remembered
- *    (see TrustedClients) and greeted at once on later connections.
- * 3. A handle to close a session from outside a command (absolute session and DATA deadlines).
+ *    (TrustedClients) and greeted at once on later connections.
+ * 4. A handle to reply and close from outside a command (deadlines, shutdown, the command guard).
  */
 import type { Socket } from 'node:net';
 import type { SMTPServer } from 'smtp-server';
 import type { Logger } from '../log/logger.js';
 
 const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
+// A refused socket gets its reply and this long to read it before it is destroyed.
+const REFUSAL_LINGER_MS = 2000;
 
-/** The parts of smtp-server's SMTPConnection that mailwire uses. */
+/** What mailwire needs from one client connection. */
 export interface ConnectionHandle {
-  /** smtp-server's session id, also session.id in the handlers. */
-  readonly id: string;
+  /** smtp-server's session id (session.id in the handlers); '' when the internals are unknown. */
+  id: string;
+  readonly socket: Socket;
   readonly remoteAddress: string;
-  /** Sends a final reply (421 closes the connection). */
-  send(code: number, text: string): void;
-  close(): void;
+  /** Sends a final reply and closes the connection. */
+  closeWith(code: number, text: string): void;
 }
 
 interface InternalConnection {
   id: string;
-  remoteAddress: string;
   send(code: number, data: unknown, context?: unknown): void;
   close(): void;
   connectionReady?: (next?: () => void) => void;
@@ -42,30 +45,47 @@ interface InternalServer {
 }
 
 export interface ConnectionControlOptions {
-  /** Should this new connection skip the greeting delay? */
+  /** null admits the socket; a reply line refuses it. Called once per accepted socket. */
+  admit(socket: Socket): string | null;
+  /** Should this admitted connection skip the greeting delay? */
   fastTrack(remoteAddress: string): boolean;
-  /** Called for every new connection (before the greeting). */
+  /** Called for every admitted connection, before the greeting, with the raw socket. */
   onConnection(conn: ConnectionHandle, fastTracked: boolean): void;
   logger: Logger;
 }
 
 export function installConnectionControl(server: SMTPServer, options: ConnectionControlOptions): void {
   const internal = server as unknown as InternalServer;
-  if (typeof internal.connect !== 'function' || !(internal.connections instanceof Set)) {
-    options.logger.warn('smtp-server internals changed: exact enhanced codes and early-talker fast track are off');
-    return;
+  if (typeof internal.connect !== 'function') {
+    // Without the entry point nothing below can work; refuse to run without connection limits.
+    throw new Error('smtp-server has no connect(): this version is not supported by mailwire');
   }
   const connect = internal.connect.bind(internal);
   let warned = false;
+  const warnOnce = (what: string) => {
+    if (warned) return;
+    warned = true;
+    options.logger.warn(`smtp-server internals changed (${what}): exact enhanced codes and the early-talker fast track are off`);
+  };
+
   internal.connect = (socket: Socket, socketOptions?: unknown) => {
+    const refusal = options.admit(socket);
+    if (refusal) {
+      socket.on('error', () => {});
+      socket.end(`${refusal}\r\n`);
+      setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
+      return;
+    }
+    const before = internal.connections instanceof Set ? new Set(internal.connections) : null;
     connect(socket, socketOptions);
-    // connect() adds the new connection last to the Set and calls init(), which arms the greeting timer.
+    // The new connection is the one that was not there before (by identity, not position).
     let conn: InternalConnection | undefined;
-    for (const c of internal.connections) conn = c;
-    if (!conn || typeof conn.send !== 'function') return;
-    patchSend(conn);
+    if (before) for (const c of internal.connections) if (!before.has(c)) conn = c;
+    if (!conn || typeof conn.send !== 'function' || typeof conn.close !== 'function') warnOnce('connections');
+    else patchSend(conn);
+
     let fast = false;
-    if (typeof conn.connectionReady === 'function') {
+    if (conn && typeof conn.connectionReady === 'function') {
       const ready = conn.connectionReady.bind(conn);
       let called = false;
       // init()'s timer will still call connectionReady after 100 ms: make the second call a no-op.
@@ -74,25 +94,32 @@ export function installConnectionControl(server: SMTPServer, options: Connection
         called = true;
         ready(next);
       };
-      if (options.fastTrack(conn.remoteAddress)) {
+      if (options.fastTrack(socket.remoteAddress ?? '')) {
         fast = true;
         const c = conn;
         setImmediate(() => c.connectionReady?.());
       }
-    } else if (!warned) {
-      warned = true;
-      options.logger.warn('smtp-server internals changed: early-talker fast track is off');
-    }
-    const c = conn;
-    options.onConnection(
-      {
-        id: c.id,
-        remoteAddress: c.remoteAddress,
-        send: (code, text) => c.send(code, text),
-        close: () => c.close(),
-      },
-      fast,
-    );
+    } else if (conn) warnOnce('connectionReady');
+
+    options.onConnection(handleFor(socket, conn), fast);
+  };
+}
+
+function handleFor(socket: Socket, conn: InternalConnection | undefined): ConnectionHandle {
+  return {
+    id: conn?.id ?? '',
+    socket,
+    remoteAddress: socket.remoteAddress ?? '',
+    closeWith(code: number, text: string) {
+      if (conn) {
+        conn.send(code, text);
+        conn.close();
+      } else {
+        // Public-API fallback: after STARTTLS the raw socket carries TLS records, so only
+        // destroying it is safe there.
+        socket.destroy();
+      }
+    },
   };
 }
 

@@ -4,26 +4,28 @@
  * policy while the client is connected, and DATA streamed into the durable spool.
  *
  * What happens to a spooled message (scoring, parsing, storing) is the caller's onMessage; this
- * module only turns its outcome into the final reply.
+ * module only turns its outcome into the final reply (see transaction.ts).
  */
 import { hostname as osHostname } from 'node:os';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { Config } from '../config/schema.js';
 import type { Envelope } from '../events/types.js';
 import { newMessageId } from '../events/id.js';
 import type { Logger } from '../log/logger.js';
-import type { DomainPolicy } from '../policy/domains.js';
-import type { Spool, SpooledMessage, SpoolWriter } from '../spool/spool.js';
+import type { DomainPolicy, RcptDecision } from '../policy/domains.js';
+import type { Spool, SpooledMessage } from '../spool/spool.js';
+import { ConnectionAdmission } from './admission.js';
 import type { TlsMaterial } from './certs.js';
+import { BARE_NEWLINE_REPLY, CommandGuard } from './command-guard.js';
 import { installConnectionControl, SmtpReplyError, type ConnectionHandle } from './connection-control.js';
 import { receivedHeader } from './received-header.js';
+import { CachingReverseResolver } from './reverse-dns.js';
+import { runTransaction, type MessageOutcome, type Transaction, type TransactionPhase } from './transaction.js';
 import { TrustedClients } from './trusted-clients.js';
 
-export type MessageOutcome =
-  | { kind: 'accept'; afterReply(): Promise<void> }
-  | { kind: 'reject'; code: number; enhanced: string; message: string };
+export type { MessageOutcome } from './transaction.js';
 
 export interface SmtpDeps {
   config: Config;
@@ -42,31 +44,36 @@ export interface SmtpAddresses {
   smtps: AddressInfo | null;
 }
 
-interface SessionState {
-  conn: ConnectionHandle | undefined;
+/** Per connection: created at accept time, gone when the socket closes. */
+interface ConnectionState {
+  handle: ConnectionHandle;
+  guard: CommandGuard;
+  fastTracked: boolean;
   deadline: NodeJS.Timeout | null;
+  /** The session deadline passed while a message was being processed: close after its reply. */
+  expired: boolean;
   tls: { protocol: string; cipher: string } | null;
-  writer: SpoolWriter | null;
+  transaction: { phase: TransactionPhase; run: Transaction } | null;
 }
+
+const POLL_MS = 50;
 
 export class SmtpListener {
   readonly hostname: string;
   #servers: SMTPServer[] = [];
-  #sessions = new Map<string, SessionState>();
-  #perIp = new Map<string, number>();
-  #total = 0;
+  #connections = new Map<string, ConnectionState>(); // by session id
+  #admission: ConnectionAdmission;
   #trusted: TrustedClients;
-  #connsById = new Map<string, ConnectionHandle>();
+  #resolver: CachingReverseResolver;
   #addresses: SmtpAddresses | null = null;
-  // Connections that went through the full early-talker wait; reaching onConnect means they passed.
-  #pendingTrust = new Set<string>();
-  // Commits of messages already answered 250, awaited by stop().
-  #storing = new Set<Promise<void>>();
+  #stopping = false;
 
   constructor(private readonly deps: SmtpDeps) {
     const { smtp } = deps.config;
     this.hostname = smtp.hostname ?? osHostname();
+    this.#admission = new ConnectionAdmission(smtp.limits);
     this.#trusted = new TrustedClients(smtp.early_talker.trust_ttl_s * 1000, smtp.early_talker.max_entries);
+    this.#resolver = new CachingReverseResolver();
   }
 
   get addresses(): SmtpAddresses {
@@ -79,29 +86,44 @@ export class SmtpListener {
     const plain = this.#createServer(false);
     const smtpAddr = await listen(plain, smtp.port, smtp.host);
     let smtpsAddr: AddressInfo | null = null;
-    if (smtp.tls_port !== null) {
-      const implicit = this.#createServer(true);
-      smtpsAddr = await listen(implicit, smtp.tls_port, smtp.host);
-    }
+    if (smtp.tls_port !== null) smtpsAddr = await listen(this.#createServer(true), smtp.tls_port, smtp.host);
     this.#addresses = { smtp: smtpAddr, smtps: smtpsAddr };
     return this.#addresses;
   }
 
-  /** Stops accepting; sessions get the grace period to finish, then 421. */
+  /**
+   * Graceful stop: no new connections; transactions in flight get the grace period to finish;
+   * a client still sending DATA after it gets 421 (nothing was answered, nothing is lost);
+   * messages already being processed get their reply and are stored; then everyone gets 421.
+   */
   async stop(): Promise<void> {
-    await Promise.all(this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-    for (const state of this.#sessions.values()) if (state.deadline) clearTimeout(state.deadline);
-    // Messages already answered 250 finish storing before the store closes (the spool would
-    // recover them anyway, but a clean stop should leave nothing to recover).
-    await Promise.allSettled([...this.#storing]);
+    this.#stopping = true;
+    const grace = this.deps.config.smtp.shutdown_grace_ms;
+    const closed = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    await this.#waitUntil(() => !this.#hasTransaction(['receiving', 'processing', 'storing']), grace);
+    for (const c of this.#connections.values()) {
+      if (c.transaction?.phase === 'receiving') c.handle.closeWith(421, '4.3.2 Service shutting down, try again later');
+    }
+    await Promise.allSettled([...this.#connections.values()].map((c) => c.transaction?.run.done));
+    for (const c of this.#connections.values()) c.handle.closeWith(421, '4.3.2 Service shutting down');
+    for (const c of this.#connections.values()) if (c.deadline) clearTimeout(c.deadline);
+    await Promise.race([Promise.all(closed), sleep(grace)]);
   }
 
+  #hasTransaction(phases: TransactionPhase[]): boolean {
+    for (const c of this.#connections.values()) if (c.transaction && phases.includes(c.transaction.phase)) return true;
+    return false;
+  }
+
+  async #waitUntil(condition: () => boolean, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!condition() && Date.now() < deadline) await sleep(POLL_MS);
+  }
 
   #createServer(implicitTls: boolean): SMTPServer {
     const { config, tls, logger } = this.deps;
     const { smtp } = config;
     const limits = smtp.limits;
-    const authEnabled = smtp.auth.enabled;
     const options: SMTPServerOptions = {
       secure: implicitTls,
       name: this.hostname,
@@ -112,7 +134,7 @@ export class SmtpListener {
       hideSTARTTLS: implicitTls || !smtp.starttls,
       // smtp-server hides RFC 2034 enhanced codes by default; clients and tests rely on them.
       hideENHANCEDSTATUSCODES: false,
-      disabledCommands: authEnabled ? [] : ['AUTH'],
+      disabledCommands: smtp.auth.enabled ? [] : ['AUTH'],
       allowInsecureAuth: !smtp.auth.require_tls,
       authOptional: true,
       authMethods: ['PLAIN', 'LOGIN'],
@@ -120,82 +142,115 @@ export class SmtpListener {
       // stops writing to disk as soon as the limit is passed.
       size: limits.max_message_size,
       socketTimeout: limits.idle_timeout_ms,
-      closeTimeout: smtp.shutdown_grace_ms,
+      // A backstop only: stop() runs the shutdown itself and closes every session before this.
+      closeTimeout: smtp.shutdown_grace_ms + config.spamd.timeout_ms + config.parse.parse_timeout_ms + 5000,
       maxAllowedUnauthenticatedCommands: false,
+      // A backstop for admission (which refuses with a reply): sockets past this are dropped by
+      // the kernel-facing server at once, so a flood cannot exhaust file descriptors.
+      maxClients: limits.max_connections,
+      disableReverseLookup: !smtp.reverse_lookup,
+      resolver: this.#resolver,
       logger: false,
       onConnect: (session, cb) => this.#onConnect(session, cb),
       onSecure: (socket, session, cb) => this.#onSecure(socket as TLSSocket, session, cb),
-      onAuth: (auth, _session, cb) => {
+      onAuth: (auth, session, cb) => {
         const check = this.deps.authenticate;
         const { username, password } = auth;
-        if (!check || !username || !password) {
-          return cb(new SmtpReplyError(535, '5.7.8', 'Authentication credentials invalid'));
+        if (smtp.auth.require_tls && !session.secure) {
+          return cb(new SmtpReplyError(538, '5.7.11', 'Encryption required for requested authentication mechanism'));
         }
+        if (!check || !username || !password) return cb(new SmtpReplyError(535, '5.7.8', 'Authentication credentials invalid'));
         check(username, password).then(
           (ok) => (ok ? cb(null, { user: username }) : cb(new SmtpReplyError(535, '5.7.8', 'Authentication credentials invalid'))),
           () => cb(new SmtpReplyError(454, '4.7.0', 'Temporary authentication failure')),
         );
       },
-      onMailFrom: (address, session, cb) => this.#onMailFrom(address, session, cb),
+      onMailFrom: (address, session, cb) => this.#policyStep(session, cb, () => this.deps.policy().checkSender(address.address)),
       onRcptTo: (address, session, cb) => this.#onRcptTo(address, session, cb),
       onData: (stream, session, cb) => this.#onData(stream, session, cb),
       onClose: (session) => this.#onClose(session),
     };
-    // Passed through to net/tls: the maximum accepted line length in command mode.
+    // Passed through to the command parser: the longest accepted command line.
     (options as Record<string, unknown>).maxCommandLength = limits.max_command_line;
     const server = new SMTPServer(options);
-    // A TLS or socket error belongs to one client; it must never take the process down.
-    server.on('error', (err: Error & { code?: string }) => logger.debug({ err: err.message, code: err.code }, 'smtp connection error'));
+    server.server.maxConnections = limits.max_connections + Math.max(10, Math.ceil(limits.max_connections / 10));
+    // A TLS or socket error belongs to one client and must never take the process down; an
+    // error of the listening socket itself (EMFILE on accept) is worth a warning.
+    server.on('error', (err: Error & { code?: string; remote?: string }) => {
+      if (err.remote) logger.debug({ err: err.message, code: err.code }, 'smtp connection error');
+      else logger.warn({ err: err.message, code: err.code }, 'smtp server error');
+    });
     installConnectionControl(server, {
       logger,
+      admit: (socket) => this.#admit(socket),
       fastTrack: (address) => this.#trusted.has(address),
-      onConnection: (conn, fast) => {
-        this.#connsById.set(conn.id, conn);
-        if (!fast) this.#pendingTrust.add(conn.id);
-      },
+      onConnection: (handle, fast) => this.#onConnection(handle, fast, implicitTls),
     });
     this.#servers.push(server);
     return server;
   }
 
+  #admit(socket: Socket): string | null {
+    if (this.#stopping) return '421 4.3.2 Service shutting down, try again later';
+    const admission = this.#admission.admit(socket.remoteAddress ?? '');
+    if (admission.kind === 'refuse') return admission.reply;
+    socket.once('close', () => this.#admission.release(admission.key));
+    return null;
+  }
+
+  #onConnection(handle: ConnectionHandle, fastTracked: boolean, implicitTls: boolean): void {
+    const guard = new CommandGuard(() => {
+      this.deps.logger.info({ session: handle.id, ip: handle.remoteAddress }, 'bare CR or LF in a command; closing');
+      handle.closeWith(500, BARE_NEWLINE_REPLY.slice(4));
+    });
+    // Listening before smtp-server's own reader sees the bytes: the guard taints the session
+    // before any command of the offending chunk reaches a handler.
+    handle.socket.prependListener('data', (chunk: Buffer) => guard.inspect(chunk));
+    const state: ConnectionState = { handle, guard, fastTracked, deadline: null, expired: false, tls: null, transaction: null };
+    if (handle.id) this.#connections.set(handle.id, state);
+    if (implicitTls) guard.resumeOnTls();
+  }
 
   #onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
-    const { limits } = this.deps.config.smtp;
-    const ip = session.remoteAddress;
-    const conn = this.#connsById.get(session.id);
-    if (this.#pendingTrust.delete(session.id)) this.#trusted.add(ip);
-    if (this.#total >= limits.max_connections) {
-      return cb(new SmtpReplyError(421, '4.7.0', 'Too many connections, try again later'));
-    }
-    const fromIp = this.#perIp.get(ip) ?? 0;
-    if (fromIp >= limits.max_connections_per_ip) {
-      return cb(new SmtpReplyError(421, '4.7.0', 'Too many connections from your address, try again later'));
-    }
-    this.#total++;
-    this.#perIp.set(ip, fromIp + 1);
-    const state: SessionState = { conn, deadline: null, tls: null, writer: null };
+    const state = this.#connections.get(session.id);
+    // Idempotent, whatever path the library takes to the greeting.
+    if (!state || state.deadline) return cb();
+    // Reaching the greeting without talking first passes the early-talker test.
+    if (!state.fastTracked) this.#trusted.add(session.remoteAddress);
     // Absolute session deadline: the idle timeout alone lets a trickling client stay forever.
     state.deadline = setTimeout(() => {
-      this.deps.logger.info({ session: session.id, ip }, 'session time limit reached');
-      conn?.send(421, '4.4.2 Session time limit exceeded, closing connection');
-    }, limits.session_timeout_ms);
+      this.deps.logger.info({ session: session.id, ip: session.remoteAddress }, 'session time limit reached');
+      // A message being processed gets its reply first (a 421 now would make the client send it again).
+      if (state.transaction && state.transaction.phase !== 'receiving') state.expired = true;
+      else state.handle.closeWith(421, '4.4.2 Session time limit exceeded, closing connection');
+    }, this.deps.config.smtp.limits.session_timeout_ms);
     state.deadline.unref();
-    this.#sessions.set(session.id, state);
     cb();
   }
 
   #onSecure(socket: TLSSocket, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
-    const state = this.#sessions.get(session.id);
+    const state = this.#connections.get(session.id);
     const cipher = socket.getCipher?.();
-    const tls = { protocol: socket.getProtocol?.() ?? cipher?.version ?? 'unknown', cipher: cipher?.standardName ?? cipher?.name ?? 'unknown' };
-    // onConnect has run already, for STARTTLS and implicit TLS alike.
-    if (state) state.tls = tls;
+    if (state) {
+      state.tls = { protocol: socket.getProtocol?.() ?? cipher?.version ?? 'unknown', cipher: cipher?.standardName ?? cipher?.name ?? 'unknown' };
+      if (socket !== state.handle.socket) {
+        socket.prependListener('data', (chunk: Buffer) => state.guard.inspect(chunk));
+        state.guard.resumeOnTls();
+      }
+    }
     cb();
   }
 
-
-  #onMailFrom(address: SMTPServerAddress, _session: SMTPServerSession, cb: (err?: Error | null) => void): void {
-    const decision = this.deps.policy().checkSender(address.address);
+  /** Runs a policy decision for MAIL or RCPT: tainted sessions are refused, errors fail closed. */
+  #policyStep(session: SMTPServerSession, cb: (err?: Error | null) => void, decide: () => RcptDecision): void {
+    if (this.#connections.get(session.id)?.guard.tainted) return cb(new SmtpReplyError(500, '5.5.2', 'Bare CR or LF in a command is not allowed'));
+    let decision: RcptDecision;
+    try {
+      decision = decide();
+    } catch (err) {
+      this.deps.logger.error({ err }, 'policy check failed');
+      return cb(new SmtpReplyError(451, '4.3.0', 'Temporary policy failure, try again later'));
+    }
     if (decision.kind === 'reject') return cb(new SmtpReplyError(decision.code, decision.enhanced, decision.message));
     cb();
   }
@@ -204,102 +259,50 @@ export class SmtpListener {
     if (session.envelope.rcptTo.length >= this.deps.config.smtp.limits.max_recipients) {
       return cb(new SmtpReplyError(452, '4.5.3', 'Too many recipients'));
     }
-    let decision;
-    try {
-      decision = this.deps.policy().checkRecipient(address.address);
-    } catch (err) {
-      // Policy fails closed.
-      this.deps.logger.error({ err }, 'recipient policy failed');
-      return cb(new SmtpReplyError(451, '4.3.0', 'Temporary policy failure, try again later'));
-    }
-    if (decision.kind === 'reject') return cb(new SmtpReplyError(decision.code, decision.enhanced, decision.message));
-    cb();
+    this.#policyStep(session, cb, () => this.deps.policy().checkRecipient(address.address));
   }
 
   #onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
     const { config, spool, logger } = this.deps;
     const { smtp } = config;
-    const state = this.#sessions.get(session.id);
+    const state = this.#connections.get(session.id);
+    if (!state || state.guard.tainted) {
+      // No state means the connection control could not follow this session: fail closed.
+      stream.resume();
+      return cb(new SmtpReplyError(451, '4.3.0', 'Local error in processing, try again later'));
+    }
     const id = newMessageId();
     const receivedAt = new Date();
     const envelope = this.#envelope(session, state);
-    const writer = spool.writer(id, {
+    state.guard.setDataMode(true);
+    stream.once('end', () => state.guard.setDataMode(false));
+    const run = runTransaction(stream, cb, {
+      id,
+      sessionId: session.id,
+      envelope,
+      receivedAt,
+      traceHeader: receivedHeader({ id, hostname: this.hostname, envelope, protocol: session.transmissionType ?? 'ESMTP', date: receivedAt }),
       maxSize: smtp.limits.max_message_size,
+      dataTimeoutMs: smtp.limits.data_timeout_ms,
       bareNewline: smtp.bare_newline,
-      prefix: receivedHeader({ id, hostname: this.hostname, envelope, protocol: session.transmissionType ?? 'ESMTP', date: receivedAt }),
+      spool,
+      logger,
+      onMessage: (msg) => this.deps.onMessage(msg),
+      closeWith: (code, text) => state.handle.closeWith(code, text),
+      onPhase: (phase) => {
+        if (state.transaction) state.transaction.phase = phase;
+        if (phase !== 'storing' && phase !== 'done') return;
+        // The reply is out: a session deadline that passed meanwhile takes effect now.
+        if (state.expired) state.handle.closeWith(421, '4.4.2 Session time limit exceeded, closing connection');
+      },
     });
-    if (state) state.writer = writer;
-    let answered = false;
-    const reply = (err: Error | null, message?: string) => {
-      if (answered) return;
-      answered = true;
-      clearTimeout(dataDeadline);
-      if (state) state.writer = null;
-      cb(err, message);
-    };
-    // Absolute DATA deadline: a client sending one byte a minute would otherwise hold the slot.
-    const dataDeadline = setTimeout(() => {
-      logger.info({ session: session.id, id }, 'DATA time limit reached');
-      writer.destroy();
-      void spool.discard(id);
-      answered = true;
-      state?.conn?.send(421, '4.4.2 DATA time limit exceeded, closing connection');
-    }, smtp.limits.data_timeout_ms);
-    dataDeadline.unref();
-
-    const fail = (err: Error) => {
-      logger.error({ err, id }, 'spooling failed');
-      writer.destroy();
-      void spool.discard(id);
-      reply(new SmtpReplyError(451, '4.3.0', 'Local error in processing, try again later'));
-    };
-    stream.on('error', fail);
-    writer.on('error', fail);
-    writer.on('finish', () => {
-      const outcome = writer.outcome();
-      if (outcome.kind !== 'ok') {
-        const err =
-          outcome.kind === 'too-big'
-            ? new SmtpReplyError(552, '5.3.4', `Message size exceeds fixed maximum message size ${smtp.limits.max_message_size}`)
-            : new SmtpReplyError(550, '5.5.2', 'Message contains bare CR or LF (RFC 5321 2.3.8), not accepted');
-        // One line per message outcome, refused ones included.
-        logger.info({ id, session: session.id, ip: envelope.remoteAddress, from: envelope.mailFrom, rcpts: envelope.rcptTo.length, result: `rejected-${outcome.kind}` }, 'message');
-        // Discard before replying, so nothing of a refused message outlives the reply.
-        return void spool.discard(id).finally(() => reply(err));
-      }
-      spool
-        .commit(writer, outcome.size, outcome.sha256, envelope, receivedAt.toISOString())
-        .then((msg) => this.#decide(msg, reply))
-        .catch(fail);
+    state.transaction = { phase: 'receiving', run };
+    void run.done.then(() => {
+      if (state.transaction?.run === run) state.transaction = null;
     });
-    stream.pipe(writer);
   }
 
-  async #decide(msg: SpooledMessage, reply: (err: Error | null, message?: string) => void): Promise<void> {
-    const { spool, logger } = this.deps;
-    let outcome: MessageOutcome;
-    try {
-      outcome = await this.deps.onMessage(msg);
-    } catch (err) {
-      // Broken infrastructure (spool unreadable, disk full): nothing was answered yet, so drop
-      // the spool entry and have the client retry later.
-      logger.error({ err, id: msg.id }, 'message processing failed');
-      await spool.release(msg).catch(() => {});
-      return reply(new SmtpReplyError(451, '4.3.0', 'Local error in processing, try again later'));
-    }
-    if (outcome.kind === 'reject') {
-      await spool.release(msg).catch(() => {});
-      return reply(new SmtpReplyError(outcome.code, outcome.enhanced, outcome.message));
-    }
-    reply(null, `2.0.0 Ok: queued as ${msg.id}`);
-    const storing = outcome
-      .afterReply()
-      .catch((err) => logger.error({ err, id: msg.id }, 'storing an accepted message failed; it stays in the spool'))
-      .finally(() => this.#storing.delete(storing));
-    this.#storing.add(storing);
-  }
-
-  #envelope(session: SMTPServerSession, state: SessionState | undefined): Envelope {
+  #envelope(session: SMTPServerSession, state: ConnectionState): Envelope {
     const user = session.user as unknown;
     return {
       mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
@@ -308,29 +311,21 @@ export class SmtpListener {
       remotePort: session.remotePort,
       clientHostname: session.clientHostname || '',
       helo: session.hostNameAppearsAs || '',
-      tls: state?.tls ?? null,
+      tls: state.tls,
       auth: typeof user === 'string' && user ? { user } : null,
     };
   }
 
   #onClose(session: SMTPServerSession): void {
-    this.#connsById.delete(session.id);
-    this.#pendingTrust.delete(session.id);
-    const state = this.#sessions.get(session.id);
+    const state = this.#connections.get(session.id);
     if (!state) return;
-    this.#sessions.delete(session.id);
     if (state.deadline) clearTimeout(state.deadline);
-    if (state.writer && !state.writer.writableFinished) {
-      // The client went away mid-DATA: nothing was answered, nothing is kept.
-      const id = state.writer.id;
-      state.writer.destroy();
-      void this.deps.spool.discard(id);
-    }
-    // A session has state only once onConnect counted it.
-    this.#total--;
-    const n = (this.#perIp.get(session.remoteAddress) ?? 1) - 1;
-    if (n <= 0) this.#perIp.delete(session.remoteAddress);
-    else this.#perIp.set(session.remoteAddress, n);
+    // The client went away mid-DATA: nothing was answered, nothing is kept. A message already
+    // being processed or stored carries on (it may have been answered 250).
+    state.transaction?.run.abandon();
+    const forget = () => this.#connections.delete(session.id);
+    if (state.transaction) void state.transaction.run.done.then(forget);
+    else forget();
   }
 }
 
@@ -343,4 +338,8 @@ function listen(server: SMTPServer, port: number, host: string): Promise<Address
       resolve(server.server.address() as AddressInfo);
     });
   });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }

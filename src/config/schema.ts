@@ -10,6 +10,9 @@ const MiB = 1024 * KiB;
 
 const port = z.number().int().min(0).max(65535);
 const positiveInt = z.number().int().positive();
+// Node timers overflow past 2^31-1 ms (about 24.8 days) and then fire at once.
+const durationMs = positiveInt.max(2 ** 31 - 1);
+const host = z.string().min(1, 'must not be empty (an empty host binds every interface)');
 
 export const smtpLimitsSchema = z
   .object({
@@ -27,21 +30,20 @@ export const smtpLimitsSchema = z
     // Absolute deadlines, not idle timeouts: a client trickling one byte every 59 s would
     // otherwise hold a slot forever (slowloris). 10 min per session covers a 25 MiB message
     // on a slow link; DATA gets 5 min of that.
-    session_timeout_ms: positiveInt.default(10 * 60_000),
-    data_timeout_ms: positiveInt.default(5 * 60_000),
+    session_timeout_ms: durationMs.default(10 * 60_000),
+    data_timeout_ms: durationMs.default(5 * 60_000),
     // Idle time between commands (RFC 5321 4.5.3.2 suggests 5 min; 60 s is enough for machines).
-    idle_timeout_ms: positiveInt.default(60_000),
+    idle_timeout_ms: durationMs.default(60_000),
     // RFC 5321 4.5.3.1.4: command lines are at most 512 octets. Extensions (SIZE, SMTPUTF8,
     // long addresses) push real clients past it, so allow 2 KiB and no more.
     max_command_line: positiveInt.default(2 * KiB),
-    // Wrong or unknown commands before a client gives up; a scanner gets cut off quickly.
-    max_unrecognized_commands: positiveInt.default(10),
   })
-  .strict();
+  .strict()
+  .refine((l) => l.data_timeout_ms <= l.session_timeout_ms, { message: 'data_timeout_ms must not exceed session_timeout_ms', path: ['data_timeout_ms'] });
 
 export const smtpSchema = z
   .object({
-    host: z.string().default('127.0.0.1'),
+    host: host.default('127.0.0.1'),
     port: port.default(2525),
     // Implicit TLS (port 465 style). Off unless a port is given.
     tls_port: port.nullable().default(null),
@@ -49,6 +51,8 @@ export const smtpSchema = z
     hostname: z.string().min(1).nullable().default(null),
     // Offer STARTTLS on the plain port.
     starttls: z.boolean().default(true),
+    // Look up the client's reverse DNS name (for Received: and the event), cached for 5 min.
+    reverse_lookup: z.boolean().default(true),
     // Bare CR or LF in DATA (RFC 5321 2.3.8) is how SMTP smuggling starts: reject it (the
     // default, as Postfix's smtpd_forbid_bare_newline=yes) or normalise it to CRLF.
     bare_newline: z.enum(['reject', 'normalize']).default('reject'),
@@ -73,9 +77,13 @@ export const smtpSchema = z
       .default({ enabled: false, require_tls: true }),
     limits: smtpLimitsSchema.default(smtpLimitsSchema.parse({})),
     // Time allowed for a graceful stop: sessions may finish, then they get 421.
-    shutdown_grace_ms: positiveInt.default(10_000),
+    shutdown_grace_ms: durationMs.default(10_000),
   })
-  .strict();
+  .strict()
+  .refine((s) => !(s.auth.enabled && s.auth.require_tls && !s.starttls && s.tls_port === null), {
+    message: 'AUTH requires TLS, but neither STARTTLS nor an implicit-TLS port is enabled',
+    path: ['auth', 'enabled'],
+  });
 
 export const tlsSchema = z
   .object({
@@ -89,18 +97,31 @@ export const tlsSchema = z
 
 export const httpSchema = z
   .object({
-    host: z.string().default('127.0.0.1'),
+    host: host.default('127.0.0.1'),
     port: port.default(8025),
+    // Extra Host names the server may be reached by (DNS-rebinding defence): an exact name or
+    // address, or a leading-dot suffix (.example.org: the domain and every name under it).
+    // Loopback names are always allowed; on a non-loopback host, empty means any Host.
+    allowed_hosts: z
+      .array(
+        z.string().refine(
+          (h) =>
+            /^\.?[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?$/.test(h) ||
+            (/^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$/.test(h) && URL.canParse(`http://[${h.replace(/^\[(.*)\]$/, '$1')}]/`)),
+          'a host name or address without port (mail.example.org, 192.0.2.1, [2001:db8::1]) or a .suffix (.example.org)',
+        ),
+      )
+      .default([]),
   })
   .strict();
 
 export const spamdSchema = z
   .object({
     enabled: z.boolean().default(true),
-    host: z.string().default('127.0.0.1'),
+    host: host.default('127.0.0.1'),
     port: port.default(783),
     // spamd can be slow on big or odd messages; mail is accepted without a score rather than held.
-    timeout_ms: positiveInt.default(10_000),
+    timeout_ms: durationMs.default(10_000),
     // spamc's own default cap: larger messages are almost never spam and cost spamd seconds.
     max_size: positiveInt.default(500 * KiB),
     // What to do above spamd's threshold: tag (record it in the event) or reject at end of DATA.
@@ -119,7 +140,7 @@ export const parseSchema = z
     // Header lines kept in the event; real mail has well under 200.
     max_headers: positiveInt.default(1000),
     // A hostile HTML part (deep nesting, huge) can stall html-to-text conversion.
-    parse_timeout_ms: positiveInt.default(30_000),
+    parse_timeout_ms: durationMs.default(30_000),
   })
   .strict();
 

@@ -93,6 +93,9 @@ RUN printf '%s\n' \
       '  # The API and viewer have no login: publish 8025 on 127.0.0.1 only, or behind a proxy' \
       '  # that authenticates.' \
       '  host: 0.0.0.0' \
+      '  # Host names the API answers to, besides loopback names (DNS-rebinding defence: a web' \
+      '  # page cannot reach the API through a name it controls). Add the name you use.' \
+      '  allowed_hosts: [localhost]' \
       'tls:' \
       '  # Generated self-signed on first start when both are missing; see certs/README.md.' \
       '  cert: /var/lib/mailwire/certs/cert.pem' \

@@ -104,6 +104,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       logger,
       ...(WEB_DIR ? { webDir: WEB_DIR } : {}),
       metrics,
+      hostPolicy: { boundHost: config.http.host, allowedHosts: config.http.allowed_hosts },
       readiness: () => {
         const storeOk = storeRef.healthy();
         return { ready: storeOk && !stopping, checks: { store: storeOk, smtp: !stopping } };

@@ -1,6 +1,7 @@
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { MessageStore } from '../store/types.js';
+import type { HostPolicy } from './host-check.js';
 
 export interface Readiness {
   ready: boolean;
@@ -19,7 +20,12 @@ export interface HttpDeps {
   onDelete?: (id: string) => void;
   /** The app's metrics; a private set is created when absent (tests). */
   metrics?: Metrics;
+  /**
+   * Which Host headers are served (DNS-rebinding defence): config http.host and
+   * http.allowed_hosts. Absent (tests): loopback-bound, no extra names.
+   */
+  hostPolicy?: HostPolicy;
 }
 
 /** HttpDeps after createHttpServer filled in the defaults. */
-export type ResolvedHttpDeps = HttpDeps & { metrics: Metrics };
+export type ResolvedHttpDeps = HttpDeps & { metrics: Metrics; hostPolicy: HostPolicy };

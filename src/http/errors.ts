@@ -7,6 +7,7 @@ import type { FastifyReply } from 'fastify';
 
 export const ERROR_CATALOGUE = {
   bad_request: { status: 400, message: 'the request is not valid' },
+  forbidden_host: { status: 403, message: 'Host header not allowed; add it to http.allowed_hosts' },
   not_found: { status: 404, message: 'not found' },
   payload_too_large: { status: 413, message: 'the request body is too large' },
   unsupported_media_type: { status: 415, message: 'unsupported content type' },

@@ -6,6 +6,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { createMetrics } from '../metrics/metrics.js';
 import type { HttpDeps, ResolvedHttpDeps } from './deps.js';
 import { codeForStatus, errorBody, HttpError, sendError } from './errors.js';
+import { DEFAULT_HOST_POLICY, requestHostAllowed } from './host-check.js';
 import { registerRoutes } from './routes.js';
 import { API_HEADERS } from './security.js';
 
@@ -22,6 +23,11 @@ const BODY_LIMIT = 64 * 1024;
  * from holding sockets with a trickle of header bytes.
  */
 const REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * A refused Host is logged at warn at most this often (a rebinding page can send thousands);
+ * the others go to debug. The warn names the host so an operator can add a legitimate one.
+ */
+const REFUSED_HOST_WARN_INTERVAL_MS = 60_000;
 
 function statusOf(err: unknown): number | undefined {
   const status = (err as Partial<FastifyError> | null)?.statusCode;
@@ -30,7 +36,12 @@ function statusOf(err: unknown): number | undefined {
 
 export function createHttpServer(input: HttpDeps): FastifyInstance {
   const logger = input.logger.child({ mod: 'http' });
-  const deps: ResolvedHttpDeps = { ...input, logger, metrics: input.metrics ?? createMetrics() };
+  const deps: ResolvedHttpDeps = {
+    ...input,
+    logger,
+    metrics: input.metrics ?? createMetrics(),
+    hostPolicy: input.hostPolicy ?? DEFAULT_HOST_POLICY,
+  };
   const requests = deps.metrics.counter('mailwire_http_requests_total', 'HTTP requests answered, by method, route and status', [
     'method',
     'route',
@@ -43,6 +54,9 @@ export function createHttpServer(input: HttpDeps): FastifyInstance {
     bodyLimit: BODY_LIMIT,
     requestTimeout: REQUEST_TIMEOUT_MS,
     return503OnClosing: true,
+    // Node answers an HTTP/1.1 request without Host with a bare 400 of its own; let it through
+    // to the Host check instead, which refuses it like any other unknown Host (403, JSON, headers).
+    http: { requireHostHeader: false },
     // Errors fastify raises before routing (a malformed percent-encoding in the path): no hook
     // has run, so the security headers are set here too. The URL is not echoed back.
     frameworkErrors: (err, _request, reply) => {
@@ -52,8 +66,21 @@ export function createHttpServer(input: HttpDeps): FastifyInstance {
     },
   });
 
-  app.addHook('onRequest', async (_request, reply) => {
+  let lastRefusedWarn = -Infinity;
+  app.addHook('onRequest', async (request, reply) => {
     reply.headers({ ...API_HEADERS });
+    // DNS rebinding: refuse a Host we do not know before any handler runs (see host-check.ts).
+    if (!requestHostAllowed(request.raw, deps.hostPolicy)) {
+      const now = Date.now();
+      const host = request.headers.host?.slice(0, 100);
+      if (now - lastRefusedWarn >= REFUSED_HOST_WARN_INTERVAL_MS) {
+        lastRefusedWarn = now;
+        logger.warn({ host, method: request.method }, 'request refused: Host header not allowed (http.allowed_hosts)');
+      } else {
+        logger.debug({ host, method: request.method }, 'request refused: Host header not allowed');
+      }
+      return sendError(reply, 'forbidden_host');
+    }
   });
 
   app.addHook('onResponse', async (request, reply) => {

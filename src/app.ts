@@ -15,7 +15,7 @@ import { WatchedTable } from './config/table.js';
 import { createHttpServer } from './http/server.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { createMetrics } from './metrics/metrics.js';
-import { parseMessageFile } from './parse/parse.js';
+import { createParsePool, defaultParsePoolSize, type ParsePool } from './parse/parse-pool.js';
 import { DomainPolicy, domainsSchema, EMPTY_DOMAINS, type DomainsTable } from './policy/domains.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { scoreFile } from './spam/spamd.js';
@@ -63,6 +63,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   let http: FastifyInstance | null = null;
   let domains: WatchedTable<DomainsTable> | null = null;
   let policy: DomainPolicy | null = null;
+  let parsePool: ParsePool | null = null;
   let addresses: AppAddresses | null = null;
   let stopping = false;
 
@@ -82,7 +83,9 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     domains.watch();
     if (!listenerIsLoopback && policy.catchAll) logger.warn('catch-all is on for a non-loopback listener: every recipient is accepted');
 
-    const pipeline = new Pipeline({ config, logger, spool, store, bus, score, parse: parseMessageFile, metrics });
+    // Parsing runs in worker threads: mailparser's synchronous steps never block SMTP and HTTP.
+    const pool = (parsePool = createParsePool({ size: defaultParsePoolSize(), logger }));
+    const pipeline = new Pipeline({ config, logger, spool, store, bus, score, parse: (raw, dir, limits) => pool.parse(raw, dir, limits), metrics });
     // Mail answered 250 by a previous run but not yet stored comes first.
     await pipeline.recover();
 
@@ -128,6 +131,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     // SMTP first: in-flight messages finish and are stored before the store closes.
     await smtp?.stop();
     logger.debug('smtp listeners stopped');
+    await parsePool?.close();
     if (http) await closeHttp(http);
     logger.debug('http server stopped');
     store?.close();

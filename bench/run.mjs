@@ -11,6 +11,10 @@
  * mailwire runs as a real child process (`node dist/src/cli.js start`) with the full pipeline:
  * spool with fsync, mailparser, SQLite commit; only spamd is off.
  *
+ * Besides the rate, each run reports the server's CPU time per message (every thread, from
+ * /proc, until everything is stored): it moves far less than the rate when other work shares
+ * the machine, so it is the figure to compare when trying a change.
+ *
  * A benchmark is not a test: this prints figures, ratios and whether each target was met, and
  * exits 0 unless something crashed. Results are also written as JSON to the OS temp directory
  * (not into the repository, so a run leaves the working tree clean).
@@ -20,6 +24,7 @@
  *   BENCH_REPEAT=3        runs per server and scenario; the median is reported
  *   BENCH_KEEP=1          keep the temp directory (data dirs, logs) for inspection
  *   BENCH_CPU_PROF=1      run the throughput mailwire under `node --cpu-prof` and print where the profile is
+ *   BENCH_SKIP=memory,maildev,sink   leave parts out, to iterate on mailwire alone (ratios then read n/a)
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -62,6 +67,7 @@ const settings = {
   storeTimeoutMs: 60_000,
   stopTimeoutMs: 20_000,
 };
+const skip = new Set((process.env.BENCH_SKIP ?? '').split(',').map((s) => s.trim()).filter(Boolean));
 // Under 20 messages per session the two scenarios would not differ.
 settings.messages = Math.max(settings.messages, settings.sessions * 2);
 
@@ -449,6 +455,19 @@ function buildBigMessage(totalBytes) {
   return out.subarray(0, off);
 }
 
+/** User + system CPU seconds of a process so far (every thread), from /proc; null without /proc. */
+function readCpuSeconds(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may contain spaces), counting from field 3.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticksPerSecond = 100; // USER_HZ, 100 on every Linux ABI Node runs on
+    return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+  } catch {
+    return null;
+  }
+}
+
 /** VmRSS and VmHWM (peak RSS since the process started) in MB, from /proc. */
 function readMemory(pid) {
   try {
@@ -566,21 +585,29 @@ async function runThroughput(sourcePath, servers) {
     for (let rep = 1; rep <= settings.repeat; rep++) {
       for (const server of servers) {
         const messages = server.kind === 'sink' ? settings.messages * settings.sinkScale : settings.messages;
+        const cpuBefore = readCpuSeconds(server.pid);
         const r = await runSmtpSource(sourcePath, { port: server.port, messages, sessions: settings.sessions, bytes: settings.messageBytes, reuseConnection: scenario.reuseConnection });
         if (r.ok) sent.set(server, sent.get(server) + messages);
         const store = r.ok ? await verifyStored(server, sent.get(server)) : { stored: null, expected: null, lagMs: null };
+        // CPU time of the server process (all its threads) per message, until everything was
+        // stored: steadier than the rate when other work shares the machine.
+        const cpuAfter = readCpuSeconds(server.pid);
+        const cpuMsPerMessage = cpuBefore === null || cpuAfter === null ? null : ((cpuAfter - cpuBefore) * 1000) / messages;
         const storedNote =
           store.stored === null ? '' : ` | stored ${store.stored}/${store.expected}${store.stored >= store.expected ? '' : ' (MISSING)'}, last one ${Math.round(store.lagMs)} ms after the run`;
+        const cpuNote = cpuMsPerMessage === null ? '' : ` | CPU ${cpuMsPerMessage.toFixed(2)} ms/msg`;
         console.log(
-          `  run ${rep}/${settings.repeat} ${server.name.padEnd(9)} ${r.ok ? `${fmtRate(r.rate)} (${messages} msgs in ${r.seconds.toFixed(2)} s)${storedNote}` : `FAILED: ${r.error}`}`,
+          `  run ${rep}/${settings.repeat} ${server.name.padEnd(9)} ${r.ok ? `${fmtRate(r.rate)} (${messages} msgs in ${r.seconds.toFixed(2)} s)${storedNote}${cpuNote}` : `FAILED: ${r.error}`}`,
         );
-        perServer[server.name].runs.push({ ...r, messages, ...store });
+        perServer[server.name].runs.push({ ...r, messages, ...store, cpuMsPerMessage });
         perServer[server.name].command = `smtp-source ${r.args.join(' ').replace(/127\.0\.0\.1:\d+$/, '127.0.0.1:PORT')}`;
       }
     }
     for (const entry of Object.values(perServer)) {
       const rates = entry.runs.filter((r) => r.ok).map((r) => r.rate);
       entry.rate = rates.length ? median(rates) : null;
+      const cpu = entry.runs.filter((r) => r.ok && r.cpuMsPerMessage !== null).map((r) => r.cpuMsPerMessage);
+      entry.cpuMsPerMessage = cpu.length ? median(cpu) : null;
       const last = entry.runs.at(-1);
       entry.stored = last?.stored ?? null;
       entry.expectedStored = last?.expected ?? null;
@@ -617,7 +644,11 @@ function report(throughput, memory) {
         `${fmtRatio('mailwire/sink', scenario.ratios.mailwireToSink)} | ${fmtRatio('mailwire/MailDev', scenario.ratios.mailwireToMailDev)}`,
     );
     const s = scenario.servers.mailwire;
-    if (s) lines.push(`    mailwire stored ${s.stored}/${s.expectedStored} messages sent so far (API count)`);
+    if (s) {
+      const cpu = (name) => scenario.servers[name]?.cpuMsPerMessage;
+      const cpuText = ['mailwire', 'smtp-sink', 'MailDev'].filter((n) => typeof cpu(n) === 'number').map((n) => `${n} ${cpu(n).toFixed(2)}`).join(', ');
+      lines.push(`    mailwire stored ${s.stored}/${s.expectedStored} messages sent so far (API count)${cpuText ? ` | server CPU ms/msg: ${cpuText}` : ''}`);
+    }
   }
   if (memory?.skipped) lines.push(`memory, ${settings.big.count} x 20 MB at once: skipped (${memory.skipped})`);
   else if (memory) {
@@ -646,8 +677,8 @@ async function main() {
         '(choose "No configuration"; the bench never starts the Postfix daemon). Throughput runs skipped.',
     );
   }
-  const haveMailDev = existsSync(MAILDEV_BIN);
-  if (!haveMailDev) notes.push(`MailDev not found at ${MAILDEV_BIN}: run \`npm ci\` (it is a devDependency). MailDev runs skipped.`);
+  const haveMailDev = existsSync(MAILDEV_BIN) && !skip.has('maildev');
+  if (!haveMailDev && !skip.has('maildev')) notes.push(`MailDev not found at ${MAILDEV_BIN}: run \`npm ci\` (it is a devDependency). MailDev runs skipped.`);
   for (const n of notes) console.log(`NOTE: ${n}`);
 
   tempDir = mkdtempSync(join(tmpdir(), 'mailwire-bench-'));
@@ -667,7 +698,7 @@ async function main() {
     console.log('\nstarting smtp-sink, MailDev and mailwire; a warm-up run goes to each first');
     const servers = [];
     try {
-      servers.push(await startSink(sinkPath));
+      if (!skip.has('sink')) servers.push(await startSink(sinkPath));
       if (haveMailDev) servers.push(await startMailDev());
       const mailwire = await startMailwire('mailwire', { cpuProfDir });
       servers.push(mailwire);
@@ -682,12 +713,14 @@ async function main() {
     }
   }
 
-  console.log(`\nmemory: a fresh mailwire gets ${settings.big.count} messages of 20 MiB (base64 attachment) on ${settings.big.count} connections at once`);
-  const mem = await startMailwire('mailwire-memory');
-  try {
-    memory = await measureMemory(mem);
-  } finally {
-    await mem.stop();
+  if (!skip.has('memory')) {
+    console.log(`\nmemory: a fresh mailwire gets ${settings.big.count} messages of 20 MiB (base64 attachment) on ${settings.big.count} connections at once`);
+    const mem = await startMailwire('mailwire-memory');
+    try {
+      memory = await measureMemory(mem);
+    } finally {
+      await mem.stop();
+    }
   }
 
   const lines = report(throughput, memory);

@@ -22,7 +22,10 @@ function startServer(dir: string): Promise<{ child: ChildProcess; smtpPort: numb
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('server did not start in 30 s')), 30_000);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error('server did not start in 30 s'));
+    }, 30_000);
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
       if (!line.includes('"mailwire started"')) return;
@@ -36,7 +39,12 @@ function startServer(dir: string): Promise<{ child: ChildProcess; smtpPort: numb
 
 describe('durability across SIGKILL', () => {
   const dir = mkdtempSync(join(tmpdir(), 'mailwire-durability-'));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  // Whatever happens in the test, no server child outlives it.
+  const children: ChildProcess[] = [];
+  afterAll(() => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   it('keeps every message that got 250, exactly once', { timeout: 120_000 }, async () => {
     mkdirSync(join(dir, 'config'), { recursive: true });
@@ -44,11 +52,13 @@ describe('durability across SIGKILL', () => {
     const cfg = testConfig(dir, { spamd: false });
     writeFileSync(join(dir, 'config', 'mailwire.yml'), `tls: { cert: ${cfg.tls.cert}, key: ${cfg.tls.key} }\nlog: { level: info }\n`);
     const server = await startServer(dir);
+    children.push(server.child);
 
     const sender = spawn(process.execPath, [...TSX, join(ROOT, 'test/helpers/send-many.ts'), String(server.smtpPort), '2000'], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'inherit'],
     });
+    children.push(sender);
     const acked = new Set<string>();
     let killed = false;
     await new Promise<void>((resolve, reject) => {

@@ -48,11 +48,13 @@ describe('commit and get', () => {
     expect(store.get(newMessageId())).toBeNull();
   });
 
-  it('hard-links the spool file to messages/<id>/message.eml with the same bytes', async () => {
+  it('hard-links the spool file to messages/<id>.eml with the same bytes', async () => {
     const event = makeEvent();
     const { raw, rawPath } = await commitWithRaw(event, 'From: a@b\r\n\r\n\u00e9\x00binary\r\n');
     const stored = store.rawPath(event.id);
-    expect(stored).toBe(join(dataDir, 'messages', event.id, 'message.eml'));
+    expect(stored).toBe(join(dataDir, 'messages', `${event.id}.eml`));
+    // No directory of its own for a message without attachments.
+    expect(existsSync(join(dataDir, 'messages', event.id))).toBe(false);
     expect(readFileSync(stored!)).toEqual(raw);
     expect(statSync(stored!).ino).toBe(statSync(rawPath).ino);
     // Releasing the spool entry afterwards leaves the stored copy intact.
@@ -60,13 +62,24 @@ describe('commit and get', () => {
     expect(readFileSync(stored!)).toEqual(raw);
   });
 
-  it('keeps an existing message.eml from an earlier, interrupted attempt', async () => {
+  it('keeps an existing raw file from an earlier, interrupted attempt', async () => {
     const event = makeEvent();
-    mkdirSync(join(dataDir, 'messages', event.id), { recursive: true });
-    writeFileSync(join(dataDir, 'messages', event.id, 'message.eml'), 'earlier');
+    writeFileSync(join(dataDir, 'messages', `${event.id}.eml`), 'earlier');
     const { result } = await commitWithRaw(event, 'later');
     expect(result).toBe('inserted');
     expect(readFileSync(store.rawPath(event.id)!, 'utf8')).toBe('earlier');
+  });
+
+  it('finds the raw file of a message stored with the older messages/<id>/message.eml layout', async () => {
+    const event = makeEvent();
+    await commitWithRaw(event, 'old layout');
+    // What an older version left: the raw file in the message's own directory.
+    mkdirSync(join(dataDir, 'messages', event.id));
+    renameSync(join(dataDir, 'messages', `${event.id}.eml`), join(dataDir, 'messages', event.id, 'message.eml'));
+    expect(store.rawPath(event.id)).toBe(join(dataDir, 'messages', event.id, 'message.eml'));
+    expect(readFileSync(store.rawPath(event.id)!, 'utf8')).toBe('old layout');
+    expect(await store.delete(event.id)).toBe(true);
+    expect(existsSync(join(dataDir, 'messages', event.id))).toBe(false);
   });
 
   it('is idempotent by id: a second commit is a duplicate and changes nothing', async () => {
@@ -302,6 +315,8 @@ describe('delete', () => {
     expect(store.rawPath(gone.id)).toBeNull();
     expect(store.attachment(gone.id, 0)).toBeNull();
     expect(existsSync(join(dataDir, 'messages', gone.id))).toBe(false);
+    expect(existsSync(join(dataDir, 'messages', `${gone.id}.eml`))).toBe(false);
+    expect(existsSync(store.rawPath(keep.id)!)).toBe(true);
     expect(store.list({}).items.map((i) => i.id)).toEqual([keep.id]);
     expect(store.list({ rcpt: 'bob@example.net' }).items.map((i) => i.id)).toEqual([keep.id]);
     expect(store.get(keep.id)).toEqual(keep);
@@ -329,6 +344,7 @@ describe('delete', () => {
     expect((await commitWithRaw(event)).result).toBe('duplicate');
     expect(store.get(event.id)).toBeNull();
     expect(existsSync(join(dataDir, 'messages', event.id))).toBe(false);
+    expect(existsSync(join(dataDir, 'messages', `${event.id}.eml`))).toBe(false);
   });
 
   it('returns false for unknown and invalid ids', async () => {

@@ -1,6 +1,5 @@
 /** The filesystem half of the store: putting raw messages in place durably. */
-import { copyFile, link, open, readdir, rename } from 'node:fs/promises';
-import { join } from 'node:path';
+import { copyFile, link, open, rename } from 'node:fs/promises';
 
 function errCode(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
@@ -52,21 +51,11 @@ export async function fsyncPath(path: string): Promise<void> {
   }
 }
 
-/**
- * fsync every file directly in `dir` and then `dir` itself; a missing `dir` is fine (a
- * message without attachments has none). The parser should already have fsynced its files;
- * a second fsync of clean data costs next to nothing, and commit() is the point from which
- * the store promises the message survives a crash, attachments included.
- */
-export async function fsyncFilesIn(dir: string): Promise<void> {
-  let names: string[];
+/** fsyncPath, where a missing path is fine. */
+export async function fsyncIfExists(path: string): Promise<void> {
   try {
-    names = await readdir(dir);
+    await fsyncPath(path);
   } catch (err) {
-    if (errCode(err) === 'ENOENT') return;
-    throw err;
+    if (errCode(err) !== 'ENOENT') throw err;
   }
-  for (const name of names) await fsyncPath(join(dir, name));
-  await fsyncPath(dir);
 }
-

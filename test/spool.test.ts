@@ -1,0 +1,274 @@
+/**
+ * The spool's durability steps: coalesced directory fsyncs (pure logic, with an injected sync)
+ * and Spool.commit() (both files synced and renamed, incoming/ synced, before it resolves).
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import * as fsp from 'node:fs/promises';
+import { constants as fsConstants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { newMessageId } from '../src/events/id.js';
+import type { Envelope } from '../src/events/types.js';
+import { CoalescedSync } from '../src/spool/coalesced-sync.js';
+import { Spool } from '../src/spool/spool.js';
+
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const actual = await importOriginal<typeof import('node:fs/promises')>();
+  return { ...actual, open: vi.fn(actual.open) };
+});
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+/** A sync function the test finishes by hand, recording when each sync started. */
+function manualSync() {
+  let clock = 0;
+  const started: number[] = [];
+  const completed: number[] = []; // start times of finished syncs
+  const running: { start: number; resolve(): void; reject(err: Error): void }[] = [];
+  const fn = () =>
+    new Promise<void>((resolve, reject) => {
+      const start = clock++;
+      started.push(start);
+      running.push({
+        start,
+        resolve: () => {
+          completed.push(start);
+          resolve();
+        },
+        reject,
+      });
+    });
+  return {
+    fn,
+    started,
+    completed,
+    now: () => clock++,
+    get running() {
+      return running.length;
+    },
+    finish: () => running.shift()!.resolve(),
+    fail: (err: Error) => running.shift()!.reject(err),
+  };
+}
+
+describe('CoalescedSync', () => {
+  it('starts at once when idle', async () => {
+    const s = manualSync();
+    const c = new CoalescedSync(s.fn);
+    const p = c.sync();
+    expect(s.started).toHaveLength(1);
+    s.finish();
+    await p;
+  });
+
+  it('callers arriving during a sync share the next one, which starts after the running one ends', async () => {
+    const s = manualSync();
+    const c = new CoalescedSync(s.fn);
+    const first = c.sync();
+    const resolved: number[] = [];
+    const later = [1, 2, 3, 4].map((n) => c.sync().then(() => resolved.push(n)));
+    // Still one fsync: never two at once.
+    expect(s.started).toHaveLength(1);
+    s.finish();
+    await first;
+    await tick();
+    // The running fsync may have read the directory before their renames: not theirs.
+    expect(resolved).toEqual([]);
+    expect(s.started).toHaveLength(2);
+    expect(s.running).toBe(1);
+    s.finish();
+    await Promise.all(later);
+    expect(resolved).toEqual([1, 2, 3, 4]);
+    expect(s.started).toHaveLength(2);
+  });
+
+  it('never resolves a caller with an fsync that started before its call (random interleavings)', async () => {
+    for (let round = 0; round < 20; round++) {
+      const s = manualSync();
+      const c = new CoalescedSync(s.fn);
+      const calls: Promise<void>[] = [];
+      let seed = round + 1;
+      const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      for (let step = 0; step < 200; step++) {
+        if (random() < 0.6 || s.running === 0) {
+          const at = s.now();
+          calls.push(
+            c.sync().then(() => {
+              // Some fsync that started after this call has finished.
+              expect(s.completed.some((start) => start > at)).toBe(true);
+            }),
+          );
+        } else {
+          s.finish();
+          await tick();
+        }
+      }
+      while (s.running > 0) {
+        s.finish();
+        await tick();
+      }
+      await Promise.all(calls);
+      expect(s.started.length).toBeLessThan(calls.length);
+    }
+  });
+
+  it('a failed fsync rejects its own callers; those waiting for the next one get the next result', async () => {
+    const s = manualSync();
+    const c = new CoalescedSync(s.fn);
+    const first = c.sync();
+    const second = c.sync();
+    s.fail(new Error('EIO'));
+    await expect(first).rejects.toThrow('EIO');
+    await tick();
+    s.finish();
+    await expect(second).resolves.toBeUndefined();
+    // And a failure of that next one reaches every caller waiting for it.
+    const a = c.sync();
+    const b = c.sync();
+    const d = c.sync();
+    s.finish();
+    await a;
+    await tick();
+    s.fail(new Error('EIO again'));
+    await expect(b).rejects.toThrow('EIO again');
+    await expect(d).rejects.toThrow('EIO again');
+  });
+
+  it('a sync function that throws synchronously rejects instead of throwing', async () => {
+    const c = new CoalescedSync(() => {
+      throw new Error('boom');
+    });
+    await expect(c.sync()).rejects.toThrow('boom');
+    await expect(c.sync()).rejects.toThrow('boom');
+  });
+});
+
+describe('Spool.commit', () => {
+  let dir: string;
+  let spool: Spool;
+  const envelope: Envelope = {
+    mailFrom: 'a@example.org',
+    rcptTo: ['b@example.net'],
+    remoteAddress: '127.0.0.1',
+    remotePort: 1,
+    clientHostname: '',
+    helo: 'x',
+    tls: null,
+    auth: null,
+  };
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'mailwire-spool-'));
+    spool = new Spool(dir);
+    await spool.init();
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    vi.mocked(fsp.open).mockClear();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function write(body: string, prefix?: string) {
+    const writer = spool.writer(newMessageId(), { maxSize: 1 << 20, bareNewline: 'reject', ...(prefix ? { prefix: Buffer.from(prefix) } : {}) });
+    writer.end(Buffer.from(body));
+    await once(writer, 'finish');
+    const outcome = writer.outcome();
+    if (outcome.kind !== 'ok') throw new Error(outcome.kind);
+    return { writer, outcome };
+  }
+
+  async function fileHandlePrototype() {
+    const fh = await fsp.open(dir, 'r');
+    await fh.close();
+    return Object.getPrototypeOf(fh) as fsp.FileHandle;
+  }
+
+  it('renames both files into incoming/, synced, and recovery finds the entry', async () => {
+    const proto = await fileHandlePrototype();
+    const datasync = vi.spyOn(proto, 'datasync');
+    const sync = vi.spyOn(proto, 'sync');
+    const writev = vi.spyOn(proto, 'writev');
+    const { writer, outcome } = await write('Subject: hi\r\n\r\nbody\r\n', 'Received: by test\r\n');
+    const msg = await spool.commit(writer, outcome.size, outcome.sha256, envelope, '2026-01-01T00:00:00.000Z');
+    // Trace header and data in one write; the message fdatasynced, the envelope record written
+    // with O_DSYNC (or fdatasynced where there is no O_DSYNC), the directory fsynced.
+    expect(writev).toHaveBeenCalledTimes(1);
+    expect(datasync).toHaveBeenCalledTimes(fsConstants.O_DSYNC === undefined ? 2 : 1);
+    expect(sync).toHaveBeenCalledTimes(1);
+    if (fsConstants.O_DSYNC !== undefined) {
+      const jsonOpen = vi.mocked(fsp.open).mock.calls.find(([p]) => String(p).endsWith('.json'));
+      expect(Number(jsonOpen?.[1]) & fsConstants.O_DSYNC).toBe(fsConstants.O_DSYNC);
+    }
+    expect(readdirSync(spool.tmpDir)).toEqual([]);
+    expect(readdirSync(spool.incomingDir).sort()).toEqual([`${msg.id}.eml`, `${msg.id}.json`]);
+    expect(readFileSync(msg.rawPath, 'utf8')).toBe('Received: by test\r\nSubject: hi\r\n\r\nbody\r\n');
+    expect(await spool.recover()).toEqual([msg]);
+  });
+
+  it('writes everything, in order, through short writes and across write batches', async () => {
+    const proto = await fileHandlePrototype();
+    const realWritev = proto.writev;
+    // Short writes: at most 1000 bytes per call, cut anywhere, even inside a buffer.
+    let calls = 0;
+    vi.spyOn(proto, 'writev').mockImplementation(function (this: fsp.FileHandle, buffers: readonly NodeJS.ArrayBufferView[]) {
+      calls++;
+      const head: Buffer[] = [];
+      let room = 1000;
+      for (const b of buffers as Buffer[]) {
+        if (room === 0) break;
+        head.push(b.subarray(0, room));
+        room -= head.at(-1)!.length;
+      }
+      return realWritev.call(this, head);
+    } as typeof proto.writev);
+    const prefix = 'Received: by test\r\n';
+    const writer = spool.writer(newMessageId(), { maxSize: 1 << 20, bareNewline: 'reject', prefix: Buffer.from(prefix) });
+    const lines = Array.from({ length: 3000 }, (_, i) => `line ${i} ${'x'.repeat(i % 70)}\r\n`);
+    // Many small chunks, more than one write batch (64 KiB) in all.
+    for (const line of lines) writer.write(Buffer.from(line));
+    writer.end();
+    await once(writer, 'finish');
+    const outcome = writer.outcome();
+    if (outcome.kind !== 'ok') throw new Error(outcome.kind);
+    const expected = prefix + lines.join('');
+    expect(expected.length).toBeGreaterThan(128 * 1024);
+    const msg = await spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now');
+    expect(readFileSync(msg.rawPath, 'latin1')).toBe(expected);
+    expect(outcome.size).toBe(expected.length);
+    expect(outcome.sha256).toBe(createHash('sha256').update(expected).digest('hex'));
+    expect(calls).toBeGreaterThan(expected.length / 1000);
+  });
+
+  it('shares incoming/ fsyncs between concurrent commits', async () => {
+    const written = await Promise.all(Array.from({ length: 30 }, (_, i) => write(`Subject: ${i}\r\n\r\nx\r\n`)));
+    vi.mocked(fsp.open).mockClear();
+    const msgs = await Promise.all(written.map(({ writer, outcome }) => spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now')));
+    expect(new Set(msgs.map((m) => m.id)).size).toBe(30);
+    expect(await spool.recover()).toHaveLength(30);
+    const dirSyncs = vi.mocked(fsp.open).mock.calls.filter(([p]) => p === spool.incomingDir).length;
+    expect(dirSyncs).toBeGreaterThanOrEqual(1);
+    expect(dirSyncs).toBeLessThan(30);
+  });
+
+  it('does not resolve, and leaves no counted entry, when the envelope record cannot be written', async () => {
+    const proto = await fileHandlePrototype();
+    const { writer, outcome } = await write('Subject: x\r\n\r\ny\r\n');
+    // With O_DSYNC a failed sync is a failed write.
+    vi.spyOn(proto, 'writeFile').mockRejectedValueOnce(Object.assign(new Error('EIO'), { code: 'EIO' }));
+    await expect(spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now')).rejects.toThrow('EIO');
+    expect(readdirSync(spool.incomingDir).filter((n) => n.endsWith('.json'))).toEqual([]);
+    expect(await spool.recover()).toEqual([]);
+  });
+
+  it('does not resolve when the message file cannot be synced', async () => {
+    const proto = await fileHandlePrototype();
+    vi.spyOn(proto, 'datasync').mockRejectedValueOnce(Object.assign(new Error('EIO'), { code: 'EIO' }));
+    const { writer, outcome } = await write('Subject: x\r\n\r\ny\r\n');
+    await expect(spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now')).rejects.toThrow('EIO');
+    expect(readdirSync(spool.incomingDir)).toEqual([]);
+    await spool.discard(writer.id);
+    expect(existsSync(join(spool.tmpDir, `${writer.id}.json`))).toBe(false);
+  });
+});

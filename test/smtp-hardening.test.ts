@@ -203,12 +203,17 @@ describe('connection admission', () => {
     const t = await startTestApp({ spamd: false, config: { smtp: { limits: { max_connections_per_ip: 1 } } } });
     try {
       const first = await RawSmtp.connect(t.smtpPort);
-      const started = performance.now();
-      const second = await RawSmtp.connect(t.smtpPort);
-      expect((await second.read()).raw).toBe('421 4.7.0 Too many connections from your address, try again later\r\n');
-      // Refused without smtp-server's 100 ms early-talker hold or any session work.
-      expect(performance.now() - started).toBeLessThan(90);
-      expect(await second.waitClosed()).toBe(true);
+      // Refused without smtp-server's 100 ms early-talker hold or any session work. The fastest
+      // of three attempts, so one slow connection on a busy machine does not decide it.
+      const delays: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const started = performance.now();
+        const second = await RawSmtp.connect(t.smtpPort);
+        expect((await second.read()).raw).toBe('421 4.7.0 Too many connections from your address, try again later\r\n');
+        delays.push(performance.now() - started);
+        expect(await second.waitClosed()).toBe(true);
+      }
+      expect(Math.min(...delays)).toBeLessThan(90);
       first.close();
     } finally {
       await t.stop();

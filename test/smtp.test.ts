@@ -25,6 +25,27 @@ async function messages(t: TestApp): Promise<{ items: { id: string; subject: str
   return getJson(`${t.httpUrl}/api/v1/messages`);
 }
 
+/** Opens n connections, each greeted with 220. */
+async function openGreeted(port: number, n: number): Promise<RawSmtp[]> {
+  const open: RawSmtp[] = [];
+  for (let i = 0; i < n; i++) {
+    const c = await RawSmtp.connect(port);
+    expect((await c.read()).code).toBe(220);
+    open.push(c);
+  }
+  return open;
+}
+
+/** Waits until a new connection is greeted again: slots free up once the server saw the sockets close. */
+async function waitForSlot(port: number): Promise<void> {
+  await waitFor(async () => {
+    const c = await RawSmtp.connect(port);
+    const r = await c.read();
+    c.close();
+    return r.code === 220;
+  });
+}
+
 /** Opens a session up to an accepted RCPT. */
 async function transaction(t: TestApp, rcpt = 'user@example.test'): Promise<RawSmtp> {
   const c = await RawSmtp.connect(t.smtpPort);
@@ -210,8 +231,10 @@ describe('early-talker test (postscreen-style)', () => {
     early.close();
     // Waiting for the greeting passes the test; smtp-server holds unknown clients 100 ms.
     expect(await greetingDelay()).toBeGreaterThanOrEqual(99);
-    // Now remembered: greeted without the hold.
-    expect(await greetingDelay()).toBeLessThan(90);
+    // Now remembered: greeted without the hold. The fastest of three attempts, so a busy
+    // machine cannot make one slow connection look like the 100 ms hold.
+    const fast = Math.min(await greetingDelay(), await greetingDelay(), await greetingDelay());
+    expect(fast).toBeLessThan(90);
   });
 });
 
@@ -298,23 +321,12 @@ describe('SMTP with a domains table and tight limits', () => {
   });
 
   it('limits connections per client address with 421 4.7.0', async () => {
-    const open: RawSmtp[] = [];
-    for (let i = 0; i < 3; i++) {
-      const c = await RawSmtp.connect(t.smtpPort);
-      expect((await c.read()).code).toBe(220);
-      open.push(c);
-    }
+    const open = await openGreeted(t.smtpPort, 3);
     const extra = await RawSmtp.connect(t.smtpPort);
     expect((await extra.read()).raw).toBe('421 4.7.0 Too many connections from your address, try again later\r\n');
     expect(await extra.waitClosed()).toBe(true);
     open.forEach((c) => c.close());
-    // The slots free up once the server has seen the sockets close.
-    await waitFor(async () => {
-      const c = await RawSmtp.connect(t.smtpPort);
-      const r = await c.read();
-      c.close();
-      return r.code === 220;
-    });
+    await waitForSlot(t.smtpPort);
   });
 
   it('enforces an absolute DATA deadline against a trickling client', async () => {
@@ -338,22 +350,11 @@ describe('total connection limit', () => {
   it('refuses connections beyond max_connections with 421 4.7.0', async () => {
     const t = await startTestApp({ spamd: false, config: { smtp: { limits: { max_connections: 2 } } } });
     try {
-      const open: RawSmtp[] = [];
-      for (let i = 0; i < 2; i++) {
-        const c = await RawSmtp.connect(t.smtpPort);
-        expect((await c.read()).code).toBe(220);
-        open.push(c);
-      }
+      const open = await openGreeted(t.smtpPort, 2);
       const extra = await RawSmtp.connect(t.smtpPort);
       expect((await extra.read()).raw).toBe('421 4.7.0 Too many connections, try again later\r\n');
       open.forEach((c) => c.close());
-      // Slots free up when sessions end.
-      await waitFor(async () => {
-        const c = await RawSmtp.connect(t.smtpPort);
-        const r = await c.read();
-        c.close();
-        return r.code === 220;
-      });
+      await waitForSlot(t.smtpPort);
     } finally {
       await t.stop();
     }

@@ -4,7 +4,6 @@
  */
 import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import { EventBus } from './bus/bus.js';
 import type { Config } from './config/schema.js';
 import { WatchedTable } from './config/table.js';
+import { isLoopbackBind } from './http/host-check.js';
 import { createHttpServer } from './http/server.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { createMetrics } from './metrics/metrics.js';
@@ -56,7 +56,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   const bus = new EventBus((err) => logger.warn({ err }, 'event subscriber failed'));
   const spool = new Spool(dataDir);
   const metrics = createMetrics();
-  const listenerIsLoopback = isLoopback(config.smtp.host);
+  // The same notion of loopback as the HTTP Host check: one definition for both listeners.
+  const listenerIsLoopback = isLoopbackBind(config.smtp.host);
 
   let store: MessageStore | null = null;
   let smtp: SmtpListener | null = null;
@@ -160,12 +161,6 @@ async function closeHttp(http: FastifyInstance): Promise<void> {
   } finally {
     clearTimeout(force);
   }
-}
-
-function isLoopback(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
 }
 
 function fmt(a: AddressInfo): string {

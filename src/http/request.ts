@@ -2,6 +2,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { errCode } from '../util/fs.js';
 import { badRequest } from './errors.js';
 
 export type RouteHandler = (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
@@ -20,9 +21,6 @@ export function queryParam(request: FastifyRequest, name: string): string | unde
   return value;
 }
 
-function errCode(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
-}
 
 /**
  * Open a regular file for streaming; null if it is missing (e.g. deleted a moment ago) or

@@ -42,8 +42,3 @@ export function splitAddress(address: string): SplitAddress | null {
   if (!domain) return null;
   return { local: canonicalLocalPart(address.slice(0, at)), domain };
 }
-
-export function normalizeAddress(address: string): string | null {
-  const split = splitAddress(address);
-  return split ? `${split.local}@${split.domain}` : null;
-}

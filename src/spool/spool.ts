@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { Envelope } from '../events/types.js';
 import { isMessageId } from '../events/id.js';
+import { fsyncPath } from '../util/fs.js';
 import { CoalescedSync } from './coalesced-sync.js';
 import { LineEndingScanner } from './line-endings.js';
 
@@ -170,7 +171,7 @@ export class Spool {
   constructor(dataDir: string) {
     this.tmpDir = join(dataDir, 'spool', 'tmp');
     this.incomingDir = join(dataDir, 'spool', 'incoming');
-    this.#incomingSync = new CoalescedSync(() => syncDir(this.incomingDir));
+    this.#incomingSync = new CoalescedSync(() => fsyncPath(this.incomingDir));
   }
 
   async init(): Promise<void> {
@@ -279,15 +280,6 @@ async function writeSynced(path: string, text: string): Promise<void> {
   try {
     await fh.writeFile(text);
     if (SYNCED_WRITE_FLAGS === null) await fh.datasync();
-  } finally {
-    await fh.close();
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
   } finally {
     await fh.close();
   }

@@ -1,9 +1,8 @@
 /** The filesystem half of the store: putting raw messages in place durably. */
-import { copyFile, link, open, rename } from 'node:fs/promises';
+import { copyFile, link, rename } from 'node:fs/promises';
+import { errCode, fsyncPath } from '../util/fs.js';
 
-function errCode(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
-}
+export { fsyncPath };
 
 /**
  * Link failures that mean "this filesystem cannot hard-link here", where a copy is the
@@ -39,17 +38,6 @@ export async function linkOrCopy(src: string, dest: string): Promise<'linked' | 
 }
 
 /** fsync a file or directory by path (a directory fsync makes its entries durable). */
-export async function fsyncPath(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } catch (err) {
-    // Windows cannot fsync a directory handle; there is nothing better to do there.
-    if (!(process.platform === 'win32' && errCode(err) === 'EPERM')) throw err;
-  } finally {
-    await handle.close();
-  }
-}
 
 /** fsyncPath, where a missing path is fine. */
 export async function fsyncIfExists(path: string): Promise<void> {

@@ -4,6 +4,11 @@
  * misspelt key stops the start instead of being silently ignored.
  */
 import { z } from 'zod';
+import { accessSchema } from './sections/access.js';
+import { hooksSchema } from './sections/hooks.js';
+import { submitSchema } from './sections/submit.js';
+import { webSchema } from './sections/web.js';
+import { webhooksSchema } from './sections/webhooks.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -112,6 +117,11 @@ export const httpSchema = z
         ),
       )
       .default([]),
+    // Origins (scheme://host[:port]) allowed to open the WebSocket feed besides the server's own:
+    // a browser sends its page's Origin, so another web site cannot read mail through a visitor.
+    allowed_origins: z.array(z.string().url()).default([]),
+    // Access control for the API, the feed and the viewer (see sections/access.ts).
+    auth: accessSchema,
   })
   .strict();
 
@@ -165,6 +175,10 @@ export const configSchema = z
     parse: parseSchema.default(parseSchema.parse({})),
     storage: storageSchema.default(storageSchema.parse({})),
     log: logSchema.default(logSchema.parse({})),
+    webhooks: webhooksSchema,
+    submit: submitSchema,
+    hooks: hooksSchema,
+    web: webSchema,
   })
   .strict();
 

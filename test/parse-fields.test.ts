@@ -75,6 +75,8 @@ describe('sanitizeFilename and cleanToken', () => {
     expect(sanitizeFilename('../../etc/passwd')).toBe('passwd');
     expect(sanitizeFilename('C:\\Users\\x\\evil.bat')).toBe('evil.bat');
     expect(sanitizeFilename('a\r\nb\u0000c\u202Egpj.exe')).toBe('abcgpj.exe');
+    // U+061C (Arabic letter mark) is a bidi mark too; the download path and the parser drop the same set.
+    expect(sanitizeFilename('invoice\u061Cfdp.exe')).toBe('invoicefdp.exe');
     expect(sanitizeFilename('dir/')).toBeNull();
     expect(sanitizeFilename('..')).toBeNull();
     expect(sanitizeFilename('')).toBeNull();

@@ -2,6 +2,7 @@
  * Headers for serving stored files (attachments, raw messages) to a browser. Everything here
  * treats the filename and content type as hostile: they come from a stranger's email.
  */
+import { UNSAFE_CHARS } from '../util/unsafe-chars.js';
 
 /** Longest filename offered, in code points: longer ones are truncated (most filesystems stop at 255 bytes). */
 const MAX_FILENAME_CHARS = 150;
@@ -79,7 +80,7 @@ export function safeFilename(raw: string | null | undefined, fallback: string): 
   // Lone surrogates cannot be UTF-8 encoded (encodeURIComponent throws on them).
   name = name.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');
   name = name.slice(Math.max(name.lastIndexOf('/'), name.lastIndexOf('\\')) + 1);
-  name = name.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"]/g, '');
+  name = name.replace(UNSAFE_CHARS, '').replace(/"/g, '');
   name = name.replace(/[<>:|?*]/g, '_');
   name = name.replace(/^[.\s]+/, '').replace(/[.\s]+$/, '');
   name = Array.from(name).slice(0, MAX_FILENAME_CHARS).join('');

@@ -3,6 +3,7 @@
  * filenames and body caps. No I/O and no mailparser import, so each rule is testable on its own.
  */
 import type { AddressInfo, HeaderLine } from '../events/types.js';
+import { UNSAFE_CHARS } from '../util/unsafe-chars.js';
 
 /**
  * Longest filename, Content-Type or Content-ID kept as metadata. The values come from the sender and
@@ -13,12 +14,6 @@ export const MAX_META_LENGTH = 255;
 
 /** Longest parseError: it is one line in an event and in the log, not a dump of the input. */
 export const MAX_ERROR_LENGTH = 500;
-
-/**
- * C0 and C1 controls, DEL, and the bidi overrides and isolates that make "gpj.exe" display as "exe.jpg".
- * A CR or LF would also split a log line or a Content-Disposition header when the file is served again.
- */
-const UNSAFE_CHARS = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 /** A header field name as RFC 5322 defines it: printable ASCII except the colon. */
 const FIELD_NAME = /^[\u0021-\u0039\u003b-\u007e]+$/;

@@ -3,7 +3,7 @@
  * a self-signed pair is generated once and kept, so STARTTLS works out of the box. We never
  * fall back to smtp-server's bundled certificate: its private key is public.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { generate } from 'selfsigned';
 import type { Logger } from '../log/logger.js';
@@ -45,8 +45,16 @@ export async function ensureTlsMaterial(certPath: string, keyPath: string, hostn
   } as Parameters<typeof generate>[1]);
   mkdirSync(dirname(keyFile), { recursive: true });
   mkdirSync(dirname(certFile), { recursive: true });
-  writeFileSync(keyFile, pems.private, { mode: 0o600 });
-  writeFileSync(certFile, pems.cert, { mode: 0o644 });
+  // Each file is written under a temporary name and renamed, key first: a crash can leave a
+  // key without a certificate (start then refuses with a clear message) but never a torn file.
+  writeAtomically(keyFile, pems.private, 0o600);
+  writeAtomically(certFile, pems.cert, 0o644);
   logger.warn({ cert: certFile, key: keyFile }, 'generated a self-signed TLS certificate; replace it with a real one for public use');
   return { key: Buffer.from(pems.private), cert: Buffer.from(pems.cert), generated: true };
+}
+
+function writeAtomically(file: string, content: string, mode: number): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, content, { mode });
+  renameSync(tmp, file);
 }

@@ -25,6 +25,7 @@ import { Spool } from './spool/spool.js';
 import { openSqliteStore } from './store/sqlite-store.js';
 import type { MessageStore } from './store/types.js';
 import type { SpamResult } from './events/types.js';
+import { lockDataDir, type DirLock } from './util/dir-lock.js';
 
 export interface AppAddresses {
   smtp: AddressInfo;
@@ -67,6 +68,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   let parsePool: ParsePool | null = null;
   let addresses: AppAddresses | null = null;
   let stopping = false;
+  let dirLock: DirLock | null = null;
 
   const score = (rawPath: string): Promise<SpamResult> => {
     if (!config.spamd.enabled) return Promise.resolve({ status: 'skipped', score: null, threshold: null, rules: [], reason: 'spamd disabled' });
@@ -75,6 +77,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
 
   async function start(): Promise<AppAddresses> {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    dirLock = lockDataDir(dataDir);
     store = openSqliteStore(dataDir, logger);
     await spool.init();
 
@@ -136,6 +139,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     if (http) await closeHttp(http);
     logger.debug('http server stopped');
     store?.close();
+    dirLock?.release();
   }
 
   return {

@@ -4,6 +4,8 @@
  *   mailwire start [--config-dir DIR]          run the server (also: npm start)
  *   mailwire check-config [--config-dir DIR]   validate the configuration and tables, exit 0 or 1
  *   mailwire print-config [--config-dir DIR]   print the effective configuration (defaults, file, environment)
+ *   mailwire pw [--scheme ssha|ssha256|ssha512]  print a password hash for config/password (password from stdin)
+ *   mailwire setup --dest DIR                  write a commented starter config directory
  */
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, resolveConfigDir } from './config/load.js';
@@ -12,13 +14,20 @@ import { WatchedTable } from './config/table.js';
 import { domainsSchema, EMPTY_DOMAINS } from './policy/domains.js';
 import { silentLogger } from './log/logger.js';
 import { runServer } from './main.js';
+import { hashPassword, PASSWORD_SCHEMES, type PasswordScheme } from './auth/ssha.js';
+import { PasswordInputError, readPassword } from './auth/read-password.js';
+import { createRouting } from './routing/routing.js';
+import { SetupError, setupConfigDir } from './routing/setup.js';
+import { hostname } from 'node:os';
 
-const USAGE = `usage: mailwire <start|check-config|print-config> [--config-dir DIR]`;
+const USAGE = `usage: mailwire <start|check-config|print-config> [--config-dir DIR]
+       mailwire pw [--scheme ssha|ssha256|ssha512]
+       mailwire setup --dest DIR`;
 
 async function cli(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: { 'config-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { 'config-dir': { type: 'string' }, scheme: { type: 'string' }, dest: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
   } catch (err) {
     console.error(`mailwire: ${(err as Error).message}\n${USAGE}`);
     return 2;
@@ -37,12 +46,43 @@ async function cli(argv: string[]): Promise<number> {
         loadConfig(configDir);
         // Tables are checked too: a broken table stops the start the same way.
         new WatchedTable(configDir, 'domains', domainsSchema, EMPTY_DOMAINS, silentLogger());
+        createRouting(configDir, silentLogger(), { hostname: hostname(), watch: false }).close();
         console.log(`configuration in ${configDir} is valid`);
         return 0;
       }
       case 'print-config': {
         const { configDir: dir, ...config } = loadConfig(configDir);
         process.stdout.write(`# effective configuration (defaults, ${dir}/mailwire.yml, MAILWIRE_* environment)\n${toYaml(config)}`);
+        return 0;
+      }
+      case 'pw': {
+        const scheme = (parsed.values.scheme ?? 'ssha512').toLowerCase() as PasswordScheme;
+        if (!PASSWORD_SCHEMES.includes(scheme)) {
+          console.error(`mailwire: --scheme must be one of ${PASSWORD_SCHEMES.join(', ')}`);
+          return 2;
+        }
+        try {
+          console.log(hashPassword(await readPassword(), scheme));
+        } catch (err) {
+          if (!(err instanceof PasswordInputError)) throw err;
+          console.error(`mailwire: ${err.message}`);
+          return 1;
+        }
+        return 0;
+      }
+      case 'setup': {
+        if (!parsed.values.dest) {
+          console.error(`mailwire: setup needs --dest DIR\n${USAGE}`);
+          return 2;
+        }
+        try {
+          const written = setupConfigDir(parsed.values.dest);
+          console.log(`wrote ${written.length} files to ${parsed.values.dest}:\n${written.map((f) => `  ${f}`).join('\n')}`);
+        } catch (err) {
+          if (!(err instanceof SetupError)) throw err;
+          console.error(`mailwire: ${err.message}`);
+          return 1;
+        }
         return 0;
       }
       default:

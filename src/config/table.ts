@@ -88,6 +88,11 @@ export class WatchedTable<T> {
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
       const key = issue.path.join('.') || '(top level)';
+      // A misspelt key is named, as config/load.ts does for mailwire.yml.
+      if (issue.code === 'unrecognized_keys') {
+        const prefix = issue.path.length ? issue.path.join('.') + '.' : '';
+        throw new ConfigError(`${this.path}: unknown key ${issue.keys.map((k) => prefix + k).join(', ')}`);
+      }
       throw new ConfigError(`${this.path}: ${key}: ${issue.message}`);
     }
     return parsed.data;

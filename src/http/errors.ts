@@ -7,10 +7,12 @@ import type { FastifyReply } from 'fastify';
 
 export const ERROR_CATALOGUE = {
   bad_request: { status: 400, message: 'the request is not valid' },
+  unauthorized: { status: 401, message: 'authentication required (HTTP Basic or a bearer token)' },
   forbidden_host: { status: 403, message: 'Host header not allowed; add it to http.allowed_hosts' },
   not_found: { status: 404, message: 'not found' },
   payload_too_large: { status: 413, message: 'the request body is too large' },
   unsupported_media_type: { status: 415, message: 'unsupported content type' },
+  too_many_requests: { status: 429, message: 'too many failed authentication attempts; try again later' },
   internal: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

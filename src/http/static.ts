@@ -9,7 +9,7 @@ import { extname, join, resolve, sep } from 'node:path';
 import type { HttpDeps } from './deps.js';
 import { notFound } from './errors.js';
 import { openRegularFile, sendFile, type RouteHandler } from './request.js';
-import { STATIC_HEADERS } from './security.js';
+import { viewerHeaders } from './security.js';
 
 const CONTENT_TYPES: Readonly<Record<string, string>> = {
   '.html': 'text/html; charset=utf-8',
@@ -87,7 +87,7 @@ export function serveStatic(deps: HttpDeps): RouteHandler {
 
     const file = await openRegularFile(real);
     if (!file) throw notFound();
-    reply.headers({ ...STATIC_HEADERS });
+    reply.headers(viewerHeaders(request.headers.host));
     return sendFile(reply, file, contentType);
   };
 }

@@ -98,6 +98,8 @@ export interface MailRejectedEvent {
   code: number;
   enhancedCode: string;
   reason: string;
+  /** The hook that decided, when a hook did. */
+  hook?: string;
   envelope: Partial<Envelope>;
 }
 

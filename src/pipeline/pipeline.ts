@@ -2,14 +2,21 @@
  * What happens to a message once it is durable in the spool:
  *   spam score and parse (concurrently, both reading the spool file)
  *   ─▶ decision (accept, or reject when spamd says spam and the action is reject)
+ *   ─▶ eom hooks (their verdict, and their edits: headers rewritten into a new spool file that is
+ *      committed before the reply, envelope changes, tags)
  *   ─▶ after the 250: commit to the store, publish on the bus, release the spool entry.
  * Also replays whatever a previous run left in the spool (at-least-once, idempotent by id).
  */
 import { rm } from 'node:fs/promises';
+import { pipeline as pump } from 'node:stream/promises';
 import type { Config } from '../config/schema.js';
 import type { EventBus } from '../bus/bus.js';
 import { buildMailEvent } from '../events/build.js';
 import type { MailEvent, SpamResult } from '../events/types.js';
+import type { EventView } from '../hooks/api.js';
+import { EomEdits } from '../hooks/edits.js';
+import { rewriteHeaders } from '../hooks/rewrite.js';
+import { CONTINUE, type HookSession, type PhaseResult } from '../hooks/runner.js';
 import type { Logger } from '../log/logger.js';
 import type { ParsedMessage, ParseLimits } from '../parse/types.js';
 import type { MessageOutcome } from '../smtp/listener.js';
@@ -37,8 +44,8 @@ export class Pipeline {
     this.#seconds = deps.metrics.histogram('mailwire_message_processing_seconds', 'From end of DATA to stored: scoring, parsing, storing', [], [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]);
   }
 
-  /** Scores and parses a spooled message and says whether to accept it. */
-  async process(msg: SpooledMessage): Promise<MessageOutcome> {
+  /** Scores and parses a spooled message, runs the eom hooks, and says whether to accept it. */
+  async process(msg: SpooledMessage, hooks: HookSession | null = null): Promise<MessageOutcome> {
     const started = performance.now();
     const { config, store } = this.deps;
     const event = await this.#analyse(msg);
@@ -47,7 +54,66 @@ export class Pipeline {
       this.#logOutcome(event, 'rejected-spam', started);
       return { kind: 'reject', code: 550, enhanced: '5.7.1', message: 'Message rejected as spam' };
     }
+    if (hooks) return this.#endOfMessage(msg, event, hooks, started);
     return { kind: 'accept', afterReply: () => this.commit(event, msg, started) };
+  }
+
+  /**
+   * The eom phase: hooks see the spam result and the parsed event (a copy: their changes go
+   * through the edit methods only). Edits are applied after every hook answered, and made
+   * durable (new spool file, fsync, rename) before the reply: nothing answered 250 is lost, and
+   * the stored raw message and event are the edited ones.
+   */
+  async #endOfMessage(msg: SpooledMessage, event: MailEvent, hooks: HookSession, started: number): Promise<MessageOutcome> {
+    const edits = new EomEdits();
+    let result: PhaseResult = CONTINUE;
+    if (hooks.has('eom')) {
+      const view = structuredClone(event);
+      result = await hooks.run('eom', { eom: { spam: view.spam, event: view as unknown as EventView, edits, headers: view.headers } });
+    }
+    const dropAttachments = () => rm(this.deps.store.attachmentsDir(msg.id), { recursive: true, force: true });
+    if (result.kind === 'reject' || result.kind === 'tempfail') {
+      await dropAttachments();
+      this.#logOutcome(event, 'rejected-hook', started);
+      return { kind: 'reject', code: result.code, enhanced: result.enhanced, message: result.message, disconnect: result.disconnect };
+    }
+    const rcptTo = edits.applyRecipients(msg.envelope.rcptTo);
+    if (result.kind === 'discard' || rcptTo.length === 0) {
+      // Answered 250, kept nowhere (a hook's discard, or every recipient removed).
+      await dropAttachments();
+      this.#logOutcome(event, 'discarded-hook', started);
+      return { kind: 'accept', disconnect: result.disconnect, afterReply: () => this.deps.spool.release(msg) };
+    }
+    let final: MailEvent = { ...event, hooks: hooks.records(), tags: [...edits.tags] };
+    let stored = msg;
+    if (edits.changesRaw || edits.changesEnvelope) {
+      try {
+        ({ msg: stored, event: final } = await this.#applyEdits(msg, final, edits, rcptTo));
+      } catch (err) {
+        this.deps.logger.error({ err, id: msg.id }, 'applying eom hook edits failed');
+        await dropAttachments();
+        this.#logOutcome(event, 'rejected-hook-edit', started);
+        return { kind: 'reject', code: 451, enhanced: '4.3.0', message: 'Temporary local problem, try again later' };
+      }
+    }
+    return { kind: 'accept', disconnect: result.disconnect, afterReply: () => this.commit(final, stored, started) };
+  }
+
+  /** Writes the edited message as a new spool entry (same id), committed before the reply. */
+  async #applyEdits(msg: SpooledMessage, event: MailEvent, edits: EomEdits, rcptTo: string[]): Promise<{ msg: SpooledMessage; event: MailEvent }> {
+    const { spool, store } = this.deps;
+    const envelope = { ...msg.envelope, mailFrom: edits.sender ?? msg.envelope.mailFrom, rcptTo };
+    // The size limit was enforced on the client's data; the edits themselves are bounded (edits.ts).
+    const writer = spool.writer(msg.id, { maxSize: Number.MAX_SAFE_INTEGER, bareNewline: 'normalize' });
+    await pump(await rewriteHeaders(msg.rawPath, edits.headers), writer);
+    const outcome = writer.outcome();
+    if (outcome.kind !== 'ok') throw new Error(`rewriting the message failed: ${outcome.kind}`);
+    const stored = await spool.commit(writer, outcome.size, outcome.sha256, envelope, msg.receivedAt);
+    if (!edits.changesRaw) return { msg: stored, event: { ...event, envelope } };
+    // Parsed again so that every field (subject, from, headers, ...) agrees with the stored bytes.
+    await rm(store.attachmentsDir(msg.id), { recursive: true, force: true });
+    const parsed = await this.deps.parse(stored.rawPath, store.attachmentsDir(msg.id), this.#limits());
+    return { msg: stored, event: buildMailEvent(stored, parsed, event.spam, event.hooks, event.tags) };
   }
 
   /** Stores the event, publishes it, then releases the spool entry (in that order: see DESIGN.md). */
@@ -65,6 +131,10 @@ export class Pipeline {
   async recover(): Promise<number> {
     const pending = await this.deps.spool.recover();
     for (const msg of pending) {
+      if (msg.relay) {
+        await this.#dropRelayed(msg);
+        continue;
+      }
       try {
         const event = await this.#analyse(msg);
         await this.commit(event, msg);
@@ -76,20 +146,35 @@ export class Pipeline {
     return pending.length;
   }
 
+  /**
+   * A message an SMTP client relayed (pipeline/outbound.ts) is handed to the upstream before the
+   * client gets any reply, and the entry is released after it. Left over, it was either relayed
+   * and answered (released too late) or not answered at all (the client retries): never local
+   * mail, so it is not stored; relaying it again could send it twice.
+   */
+  async #dropRelayed(msg: SpooledMessage): Promise<void> {
+    this.deps.logger.warn({ id: msg.id, from: msg.envelope.mailFrom, rcpt: msg.relay?.rcpt }, 'dropping a relayed message left in the spool (relayed or never answered)');
+    await this.deps.spool.release(msg).catch((err) => this.deps.logger.error({ err, id: msg.id }, 'removing a relayed message from the spool failed'));
+  }
+
   async #analyse(msg: SpooledMessage): Promise<MailEvent> {
-    const { config, store } = this.deps;
-    const limits: ParseLimits = {
+    const { store } = this.deps;
+    const [spam, parsed] = await Promise.all([
+      this.deps.score(msg.rawPath),
+      this.deps.parse(msg.rawPath, store.attachmentsDir(msg.id), this.#limits()),
+    ]);
+    return buildMailEvent(msg, parsed, spam);
+  }
+
+  #limits(): ParseLimits {
+    const { config } = this.deps;
+    return {
       maxTextBytes: config.parse.max_text_bytes,
       maxHtmlBytes: config.parse.max_html_bytes,
       maxAttachments: config.parse.max_attachments,
       maxHeaders: config.parse.max_headers,
       timeoutMs: config.parse.parse_timeout_ms,
     };
-    const [spam, parsed] = await Promise.all([
-      this.deps.score(msg.rawPath),
-      this.deps.parse(msg.rawPath, store.attachmentsDir(msg.id), limits),
-    ]);
-    return buildMailEvent(msg, parsed, spam);
   }
 
   #logOutcome(event: MailEvent, result: string, started: number): void {

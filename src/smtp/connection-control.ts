@@ -13,6 +13,10 @@
  *    its greeting to catch clients that talk first. A client that passed once is remembered
  *    (TrustedClients) and greeted at once on later connections.
  * 4. A handle to reply and close from outside a command (deadlines, shutdown, the command guard).
+ * 5. Command interception for hooks (HELO/EHLO, DATA before its 354, RSET, unrecognised commands):
+ *    smtp-server has no handler option for those, so _onCommand is wrapped per connection. The
+ *    parser waits for a command's callback before reading the next line, so an asynchronous
+ *    decision keeps pipelined commands in order.
  */
 import type { Socket } from 'node:net';
 import type { SMTPServer } from 'smtp-server';
@@ -30,13 +34,46 @@ export interface ConnectionHandle {
   readonly remoteAddress: string;
   /** Sends a final reply and closes the connection. */
   closeWith(code: number, text: string): void;
+  /** Closes the connection without a reply (after a reply that asked for a disconnect). */
+  close(): void;
+  /** Sees each command line before smtp-server handles it (false: the internals are unknown). */
+  interceptCommands(fn: CommandInterceptor): boolean;
 }
+
+export interface CommandInfo {
+  /** Upper-case command name (first word). */
+  name: string;
+  line: string;
+  /** smtp-server has a handler for it (false: it would answer 500 command not recognized). */
+  known: boolean;
+  /** HELO/EHLO was accepted earlier in the session. */
+  greeted: boolean;
+  /** Recipients accepted in the open transaction. */
+  rcptCount: number;
+}
+
+/** A reply to send instead of handling the command ("enhanced text" in text). */
+export interface InterceptReply {
+  code: number;
+  text: string;
+  disconnect: boolean;
+}
+
+/** null (or a promise of null) lets smtp-server handle the command as usual. */
+export type CommandInterceptor = (cmd: CommandInfo) => Promise<InterceptReply | null> | null;
 
 interface InternalConnection {
   id: string;
   send(code: number, data: unknown, context?: unknown): void;
   close(): void;
   connectionReady?: (next?: () => void) => void;
+  _onCommand?: (command: Buffer, callback?: () => void) => void;
+  _isSupported?: (name: string) => boolean;
+  _upgrading?: boolean;
+  _ready?: boolean;
+  _nextHandler?: unknown;
+  hostNameAppearsAs?: string | false;
+  session?: { envelope?: { rcptTo?: unknown[] } };
 }
 
 interface InternalServer {
@@ -119,6 +156,37 @@ function handleFor(socket: Socket, conn: InternalConnection | undefined): Connec
         // destroying it is safe there.
         socket.destroy();
       }
+    },
+    close() {
+      if (conn) conn.close();
+      else socket.end();
+    },
+    interceptCommands(fn: CommandInterceptor): boolean {
+      if (!conn || typeof conn._onCommand !== 'function' || typeof conn._isSupported !== 'function') return false;
+      const c = conn;
+      const handle = conn._onCommand.bind(conn);
+      const isSupported = conn._isSupported.bind(conn);
+      c._onCommand = (command: Buffer, callback?: () => void) => {
+        // The library's own early exits (TLS handshake, greeting not sent, AUTH continuation) first.
+        if (c._upgrading || !c._ready || c._nextHandler) return handle(command, callback);
+        const line = (command || '').toString();
+        const name = (line.split(' ')[0] ?? '').toUpperCase();
+        const pending = fn({ name, line, known: isSupported(name), greeted: !!c.hostNameAppearsAs, rcptCount: c.session?.envelope?.rcptTo?.length ?? 0 });
+        if (!pending) return handle(command, callback);
+        pending.then(
+          (reply) => {
+            if (!reply) return handle(command, callback);
+            c.send(reply.code, reply.text);
+            if (reply.disconnect) c.close();
+            else callback?.();
+          },
+          () => {
+            c.send(451, '4.3.0 Temporary policy failure, try again later');
+            callback?.();
+          },
+        );
+      };
+      return true;
     },
   };
 }

@@ -12,6 +12,7 @@ import type { TLSSocket } from 'node:tls';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { Config } from '../config/schema.js';
 import type { Envelope } from '../events/types.js';
+import type { HookRunner, HookSession } from '../hooks/runner.js';
 import { newMessageId } from '../events/id.js';
 import type { Logger } from '../log/logger.js';
 import type { DomainPolicy, RcptDecision } from '../policy/domains.js';
@@ -24,6 +25,7 @@ import { receivedHeader } from './received-header.js';
 import { CachingReverseResolver } from './reverse-dns.js';
 import { runTransaction, type MessageOutcome, type Transaction, type TransactionPhase } from './transaction.js';
 import { TrustedClients } from './trusted-clients.js';
+import { addressParams, endTransaction, interceptCommand, isReply, replyError, sessionInfo, tlsInfo, type HookTls } from './session-hooks.js';
 
 export type { MessageOutcome } from './transaction.js';
 
@@ -33,10 +35,28 @@ export interface SmtpDeps {
   logger: Logger;
   spool: Spool;
   policy(): DomainPolicy;
-  /** Decides on a durably spooled message. Must not throw for expected outcomes. */
-  onMessage(msg: SpooledMessage): Promise<MessageOutcome>;
-  /** Checks AUTH credentials when smtp.auth.enabled (the password table, later issues). */
+  /** Decides on a durably spooled message (eom hooks run there). Must not throw for expected outcomes. */
+  onMessage(msg: SpooledMessage, hooks: HookSession | null): Promise<MessageOutcome>;
+  /** Hook scripts per phase (src/hooks/); absent or empty: no hook work at all. */
+  hooks?: HookRunner | null;
+  /** Checks AUTH credentials when smtp.auth.enabled (the password table). */
   authenticate?(user: string, password: string): Promise<boolean>;
+  /** Outbound relaying (pipeline/outbound.ts); absent: every non-local recipient gets 554 5.7.1. */
+  relay?: SmtpRelay | null;
+}
+
+/**
+ * Relaying over SMTP: a client allowed to relay may send to one recipient that is not local per
+ * transaction, never mixed with local recipients, so that its DATA reply can be exactly the
+ * upstream's reply for that recipient.
+ */
+export interface SmtpRelay {
+  /** The client's address is in relayhosts, or the session authenticated (user not null). */
+  mayRelay(client: { remoteAddress: string; user: string | null }): boolean;
+  /** The recipients table allows relaying to this address. */
+  recipientAllowed(rcpt: string): boolean;
+  /** Delivers a spooled relayed message; the outcome carries the upstream's reply. */
+  deliver(msg: SpooledMessage, rcpt: string): Promise<MessageOutcome>;
 }
 
 export interface SmtpAddresses {
@@ -54,9 +74,28 @@ interface ConnectionState {
   expired: boolean;
   tls: { protocol: string; cipher: string } | null;
   transaction: { phase: TransactionPhase; run: Transaction } | null;
+  /** Hooks of this session (a snapshot taken at connect), null when no hooks are configured. */
+  hooks: HookSession | null;
+  hookTls: HookTls | null;
+  authMethod: string | null;
+  /**
+   * The relayed recipient of the open transaction. smtp-server makes a new envelope object at every
+   * reset (MAIL after DATA, RSET, EHLO, STARTTLS), so the mark is valid only for the envelope it names.
+   */
+  relay: { envelope: object; rcpt: string } | null;
 }
 
+// RFC 5321 4.5.3.1.10: the client sends the recipients refused with 452 in a later transaction
+// (Postfix does the same with its recipient limit). Used to keep a relayed recipient alone.
+const TOO_MANY_RECIPIENTS: RcptDecision = { kind: 'reject', code: 452, enhanced: '4.5.3', message: 'Too many recipients' };
+// The recipients table refuses the address: permanent, the client's mistake, not ours.
+const RELAY_RCPT_NOT_PERMITTED: RcptDecision = { kind: 'reject', code: 550, enhanced: '5.7.1', message: 'Recipient address is not permitted' };
+
 const POLL_MS = 50;
+// The header block header/eoh/body hooks see (the DATA stream is parsed for them). Real header
+// blocks are a few KiB; 1 MiB covers long Received chains and bounds the parsing work; a bigger
+// block is refused (552 5.3.4) rather than passed with hooks unseen (fail closed).
+const HOOK_MAX_HEADER_BYTES = 1024 * 1024;
 
 export class SmtpListener {
   readonly hostname: string;
@@ -161,11 +200,17 @@ export class SmtpListener {
         }
         if (!check || !username || !password) return cb(new SmtpReplyError(535, '5.7.8', 'Authentication credentials invalid'));
         check(username, password).then(
-          (ok) => (ok ? cb(null, { user: username }) : cb(new SmtpReplyError(535, '5.7.8', 'Authentication credentials invalid'))),
+          (ok) => {
+            if (!ok) return cb(new SmtpReplyError(535, '5.7.8', 'Authentication credentials invalid'));
+            const state = this.#connections.get(session.id);
+            if (state) state.authMethod = auth.method;
+            state?.hooks?.update({ auth: { method: auth.method, user: username } });
+            cb(null, { user: username });
+          },
           () => cb(new SmtpReplyError(454, '4.7.0', 'Temporary authentication failure')),
         );
       },
-      onMailFrom: (address, session, cb) => this.#policyStep(session, cb, () => this.deps.policy().checkSender(address.address)),
+      onMailFrom: (address, session, cb) => this.#onMailFrom(address, session, cb),
       onRcptTo: (address, session, cb) => this.#onRcptTo(address, session, cb),
       onData: (stream, session, cb) => this.#onData(stream, session, cb),
       onClose: (session) => this.#onClose(session),
@@ -206,8 +251,12 @@ export class SmtpListener {
     // Listening before smtp-server's own reader sees the bytes: the guard taints the session
     // before any command of the offending chunk reaches a handler.
     handle.socket.prependListener('data', (chunk: Buffer) => guard.inspect(chunk));
-    const state: ConnectionState = { handle, guard, fastTracked, deadline: null, expired: false, tls: null, transaction: null };
+    const state: ConnectionState = { handle, guard, fastTracked, deadline: null, expired: false, tls: null, transaction: null, hooks: null, hookTls: null, authMethod: null, relay: null };
     if (handle.id) this.#connections.set(handle.id, state);
+    if (this.deps.hooks && !this.deps.hooks.empty) {
+      const intercepted = handle.interceptCommands((cmd) => (state.hooks && !state.guard.tainted ? interceptCommand(state.hooks, cmd) : null));
+      if (!intercepted) this.deps.logger.warn('smtp-server internals changed: helo, data, abort-on-RSET and unknown hooks cannot run');
+    }
     if (implicitTls) guard.resumeOnTls();
   }
 
@@ -225,7 +274,12 @@ export class SmtpListener {
       else state.handle.closeWith(421, '4.4.2 Session time limit exceeded, closing connection');
     }, this.deps.config.smtp.limits.session_timeout_ms);
     state.deadline.unref();
-    cb();
+    const runner = this.deps.hooks;
+    if (!runner || runner.empty) return cb();
+    const hooks = (state.hooks = runner.session(sessionInfo(session, state.hookTls, state.authMethod)));
+    if (!hooks.has('connect')) return cb();
+    // A refused greeting closes the connection (smtp-server sends the error instead of 220).
+    void hooks.run('connect').then((r) => cb(isReply(r) ? replyError(r) : null));
   }
 
   #onSecure(socket: TLSSocket, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
@@ -233,6 +287,9 @@ export class SmtpListener {
     const cipher = socket.getCipher?.();
     if (state) {
       state.tls = { protocol: socket.getProtocol?.() ?? cipher?.version ?? 'unknown', cipher: cipher?.standardName ?? cipher?.name ?? 'unknown' };
+      state.hookTls = tlsInfo(socket, state.tls.protocol, state.tls.cipher);
+      // STARTTLS resets the session (RFC 3207 4.2): an open transaction is aborted.
+      if (state.hooks) void endTransaction(state.hooks).then(() => state.hooks?.update({ tls: state.hookTls, helo: '' }));
       if (socket !== state.handle.socket) {
         socket.prependListener('data', (chunk: Buffer) => state.guard.inspect(chunk));
         state.guard.resumeOnTls();
@@ -241,8 +298,32 @@ export class SmtpListener {
     cb();
   }
 
-  /** Runs a policy decision for MAIL or RCPT: tainted sessions are refused, errors fail closed. */
-  #policyStep(session: SMTPServerSession, cb: (err?: Error | null) => void, decide: () => RcptDecision): void {
+  #onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    this.#policyStep(session, cb, () => this.deps.policy().checkSender(address.address), (hooks) => {
+      const params = addressParams(address);
+      if (!hooks.has('mail')) {
+        hooks.setMailFrom(params);
+        return cb();
+      }
+      void hooks.run('mail', { address: params }).then((r) => {
+        if (isReply(r)) return this.#refuse(session, cb, r);
+        hooks.setMailFrom(params);
+        cb();
+      });
+    });
+  }
+
+  /** A hook's reject or tempfail as the command's reply, then the disconnect it asked for. */
+  #refuse(session: SMTPServerSession, cb: (err?: Error | null) => void, r: Parameters<typeof replyError>[0]): void {
+    cb(replyError(r));
+    if (r.disconnect) this.#connections.get(session.id)?.handle.close();
+  }
+
+  /**
+   * Runs a policy decision for MAIL or RCPT: tainted sessions are refused, errors fail closed.
+   * When the policy accepts, `hooks` (if given and the session has hooks) decides and answers.
+   */
+  #policyStep(session: SMTPServerSession, cb: (err?: Error | null) => void, decide: () => RcptDecision, hooks?: (h: HookSession) => void): void {
     if (this.#connections.get(session.id)?.guard.tainted) return cb(new SmtpReplyError(500, '5.5.2', 'Bare CR or LF in a command is not allowed'));
     let decision: RcptDecision;
     try {
@@ -252,6 +333,8 @@ export class SmtpListener {
       return cb(new SmtpReplyError(451, '4.3.0', 'Temporary policy failure, try again later'));
     }
     if (decision.kind === 'reject') return cb(new SmtpReplyError(decision.code, decision.enhanced, decision.message));
+    const sessionHooks = this.#connections.get(session.id)?.hooks;
+    if (hooks && sessionHooks) return hooks(sessionHooks);
     cb();
   }
 
@@ -259,7 +342,50 @@ export class SmtpListener {
     if (session.envelope.rcptTo.length >= this.deps.config.smtp.limits.max_recipients) {
       return cb(new SmtpReplyError(452, '4.5.3', 'Too many recipients'));
     }
-    this.#policyStep(session, cb, () => this.deps.policy().checkRecipient(address.address));
+    const state = this.#connections.get(session.id);
+    let relayed = false;
+    const decide = (): RcptDecision => {
+      const decision = this.#rcptDecision(address.address, session, state);
+      relayed = decision.relayed;
+      return decision.decision;
+    };
+    // The relay mark is set only once the recipient is accepted (after its rcpt hooks).
+    const done = (err?: Error | null) => {
+      if (!err && relayed && state) state.relay = { envelope: session.envelope, rcpt: address.address };
+      cb(err);
+    };
+    this.#policyStep(session, done, decide, (hooks) => {
+      const params = addressParams(address);
+      if (!hooks.has('rcpt')) {
+        hooks.addRecipient(params);
+        return done();
+      }
+      void hooks.run('rcpt', { address: params }).then((r) => {
+        if (isReply(r)) return this.#refuse(session, done, r);
+        hooks.addRecipient(params);
+        done();
+      });
+    });
+  }
+
+  /**
+   * The local policy decides first. A recipient it refuses as not ours (554 5.7.1) may be relayed
+   * when the session may relay and the recipients table allows the address; a relayed recipient
+   * stays alone in its transaction (452 4.5.3 for anything added next to it).
+   */
+  #rcptDecision(rcpt: string, session: SMTPServerSession, state: ConnectionState | undefined): { decision: RcptDecision; relayed: boolean } {
+    const local = this.deps.policy().checkRecipient(rcpt);
+    const current = state?.relay && state.relay.envelope === session.envelope ? state.relay : null;
+    if (local.kind === 'accept') return { decision: current ? TOO_MANY_RECIPIENTS : local, relayed: false };
+    const relay = this.deps.relay;
+    if (!local.nonLocal || !relay || !state) return { decision: local, relayed: false };
+    const user = typeof session.user === 'string' && session.user ? session.user : null;
+    if (!relay.mayRelay({ remoteAddress: session.remoteAddress, user })) return { decision: local, relayed: false };
+    if (!relay.recipientAllowed(rcpt)) return { decision: RELAY_RCPT_NOT_PERMITTED, relayed: false };
+    // The same address again replaces the earlier RCPT (smtp-server): still one recipient.
+    const again = current !== null && current.rcpt.toLowerCase() === rcpt.toLowerCase();
+    if (session.envelope.rcptTo.length > 0 && !again) return { decision: TOO_MANY_RECIPIENTS, relayed: false };
+    return { decision: { kind: 'accept' }, relayed: true };
   }
 
   #onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
@@ -274,6 +400,9 @@ export class SmtpListener {
     const id = newMessageId();
     const receivedAt = new Date();
     const envelope = this.#envelope(session, state);
+    const relay = this.deps.relay;
+    const relayRcpt = relay && state.relay?.envelope === session.envelope ? state.relay.rcpt : null;
+    state.hooks?.beginMessage(id, receivedAt);
     state.guard.setDataMode(true);
     stream.once('end', () => state.guard.setDataMode(false));
     const run = runTransaction(stream, cb, {
@@ -287,8 +416,13 @@ export class SmtpListener {
       bareNewline: smtp.bare_newline,
       spool,
       logger,
-      onMessage: (msg) => this.deps.onMessage(msg),
+      // A relayed message goes to the upstream (its reply is the client's); local mail to the pipeline.
+      onMessage: relay && relayRcpt ? (msg) => relay.deliver(msg, relayRcpt) : (msg) => this.deps.onMessage(msg, state.hooks),
+      ...(relayRcpt ? { relay: { rcpt: relayRcpt } } : {}),
+      hooks: state.hooks,
+      hookLimits: { maxHeaderBytes: HOOK_MAX_HEADER_BYTES, maxHeaders: config.parse.max_headers },
       closeWith: (code, text) => state.handle.closeWith(code, text),
+      close: () => state.handle.close(),
       onPhase: (phase) => {
         if (state.transaction) state.transaction.phase = phase;
         if (phase !== 'storing' && phase !== 'done') return;
@@ -322,7 +456,14 @@ export class SmtpListener {
     if (state.deadline) clearTimeout(state.deadline);
     // The client went away mid-DATA: nothing was answered, nothing is kept. A message already
     // being processed or stored carries on (it may have been answered 250).
+    const midMessage = state.transaction?.phase === 'receiving';
     state.transaction?.run.abandon();
+    const hooks = state.hooks;
+    if (hooks) {
+      // abort for an open transaction the client left (not for a message already complete), then close.
+      const aborted = hooks.inTransaction && (!state.transaction || midMessage);
+      void (aborted ? endTransaction(hooks) : Promise.resolve()).then(() => hooks.run('close'));
+    }
     const forget = () => this.#connections.delete(session.id);
     if (state.transaction) void state.transaction.run.done.then(forget);
     else forget();

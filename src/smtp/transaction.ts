@@ -11,13 +11,21 @@
  */
 import type { SMTPServerDataStream } from 'smtp-server';
 import type { Envelope } from '../events/types.js';
+import type { HookSession } from '../hooks/runner.js';
+import { HookStreamTap, type StreamLimits } from '../hooks/stream.js';
 import type { Logger } from '../log/logger.js';
 import type { Spool, SpooledMessage } from '../spool/spool.js';
 import { SmtpReplyError } from './connection-control.js';
 
 export type MessageOutcome =
-  | { kind: 'accept'; afterReply(): Promise<void> }
-  | { kind: 'reject'; code: number; enhanced: string; message: string };
+  | {
+      kind: 'accept';
+      afterReply(): Promise<void>;
+      disconnect?: boolean;
+      /** The 250 reply's text (enhanced code first); default `2.0.0 Ok: queued as <id>`. A relayed message carries the upstream's. */
+      reply?: string;
+    }
+  | { kind: 'reject'; code: number; enhanced: string; message: string; disconnect?: boolean };
 
 export type TransactionPhase = 'receiving' | 'processing' | 'storing' | 'done';
 
@@ -38,6 +46,13 @@ export interface TransactionOptions {
   onPhase(phase: TransactionPhase): void;
   /** Closes the connection with a reply (the DATA deadline). */
   closeWith(code: number, text: string): void;
+  /** Closes the connection after the final reply (a hook asked for a disconnect). */
+  close(): void;
+  /** The session's hooks: header/eoh/body run over the stream, the transaction ends at the reply. */
+  hooks: HookSession | null;
+  hookLimits: StreamLimits;
+  /** The transaction relays to this non-local recipient: recorded in the spool entry (see SpooledMessage.relay). */
+  relay?: { rcpt: string };
 }
 
 type Reply = (err: Error | null, message?: string) => void;
@@ -62,8 +77,14 @@ export function runTransaction(stream: SMTPServerDataStream, cb: Reply, o: Trans
     const reply: Reply = (err, message) => {
       if (answered) return;
       answered = true;
+      // The transaction is over for the hooks before smtp-server reads the next command.
+      o.hooks?.resetTransaction();
       cb(err, message);
     };
+    // header/eoh/body hooks watch the stream on its way to the spool (only when configured).
+    const hooks = o.hooks;
+    const tap = hooks && (hooks.has('header') || hooks.has('eoh') || hooks.has('body')) ? new HookStreamTap(hooks, o.hookLimits) : null;
+    const source = tap ?? stream;
     const discard = () => spool.discard(id).catch((err) => logger.error({ err, id }, 'removing a refused message from the spool failed'));
     o.onPhase('receiving');
 
@@ -73,7 +94,9 @@ export function runTransaction(stream: SMTPServerDataStream, cb: Reply, o: Trans
       receiving = false;
       answered = true;
       clearTimeout(deadline);
-      stream.unpipe(writer);
+      stream.unpipe();
+      source.unpipe(writer);
+      tap?.destroy();
       writer.destroy();
       void discard().then(finish);
     };
@@ -94,7 +117,9 @@ export function runTransaction(stream: SMTPServerDataStream, cb: Reply, o: Trans
       clearTimeout(deadline);
       logger.error({ err, id }, 'spooling failed');
       // Keep reading (and dropping) the rest of the message, so the reply can be sent at its end.
-      stream.unpipe(writer);
+      stream.unpipe();
+      source.unpipe(writer);
+      tap?.destroy();
       stream.resume();
       writer.destroy();
       void discard().then(() => {
@@ -103,6 +128,7 @@ export function runTransaction(stream: SMTPServerDataStream, cb: Reply, o: Trans
       });
     };
     stream.once('error', fail);
+    tap?.once('error', fail);
     writer.once('error', fail);
     writer.once('finish', () => {
       receiving = false;
@@ -110,6 +136,17 @@ export function runTransaction(stream: SMTPServerDataStream, cb: Reply, o: Trans
       if (answered) return;
       o.onPhase('processing');
       const outcome = writer.outcome();
+      const hookReply = outcome.kind === 'ok' ? streamHookReply(tap, o) : null;
+      if (hookReply) {
+        // A header, eoh or body hook refused the message (or its header block was too big for them).
+        logger.info({ id, session: o.sessionId, ip: o.envelope.remoteAddress, from: o.envelope.mailFrom, rcpts: o.envelope.rcptTo.length, result: 'rejected-hook' }, 'message');
+        void discard().then(() => {
+          reply(hookReply.err);
+          if (hookReply.disconnect) o.close();
+          finish();
+        });
+        return;
+      }
       if (outcome.kind !== 'ok') {
         const err =
           outcome.kind === 'too-big'
@@ -128,7 +165,7 @@ export function runTransaction(stream: SMTPServerDataStream, cb: Reply, o: Trans
         return;
       }
       spool
-        .commit(writer, outcome.size, outcome.sha256, o.envelope, o.receivedAt.toISOString())
+        .commit(writer, outcome.size, outcome.sha256, o.envelope, o.receivedAt.toISOString(), o.relay ? { relay: o.relay } : {})
         .then((msg) => decide(msg, reply, o))
         .catch((err: Error) => {
           logger.error({ err, id }, 'spool commit failed');
@@ -136,7 +173,8 @@ export function runTransaction(stream: SMTPServerDataStream, cb: Reply, o: Trans
         })
         .finally(finish);
     });
-    stream.pipe(writer);
+    if (tap) stream.pipe(tap);
+    source.pipe(writer);
   });
   return { done: settled, abandon: () => abandon() };
 }
@@ -155,10 +193,21 @@ async function decide(msg: SpooledMessage, reply: Reply, o: TransactionOptions):
   }
   if (outcome.kind === 'reject') {
     await spool.release(msg).catch(() => {});
-    return reply(new SmtpReplyError(outcome.code, outcome.enhanced, outcome.message));
+    reply(new SmtpReplyError(outcome.code, outcome.enhanced, outcome.message));
+    if (outcome.disconnect) o.close();
+    return;
   }
-  reply(null, `2.0.0 Ok: queued as ${msg.id}`);
+  reply(null, outcome.reply ?? `2.0.0 Ok: queued as ${msg.id}`);
+  if (outcome.disconnect) o.close();
   o.onPhase('storing');
   // The message is durable in the spool; if storing fails it is recovered at the next start.
   await outcome.afterReply().catch((err) => logger.error({ err, id: msg.id }, 'storing an accepted message failed; it stays in the spool'));
+}
+
+/** The reply a header/eoh/body hook decided (kept until the end of DATA), or null. */
+function streamHookReply(tap: HookStreamTap | null, o: TransactionOptions): { err: SmtpReplyError; disconnect: boolean } | null {
+  if (!tap) return null;
+  if (tap.tooLarge) return { err: new SmtpReplyError(552, '5.3.4', 'Message header block too large'), disconnect: false };
+  const r = o.hooks?.streamResult;
+  return r ? { err: new SmtpReplyError(r.code, r.enhanced, r.message), disconnect: r.disconnect } : null;
 }

@@ -1,4 +1,29 @@
 /** `submit:` in mailwire.yml: limits of the Haineko-compatible POST /submit (src/submit/, src/relay/). */
 import { z } from 'zod';
 
-export const submitSchema = z.object({}).strict().default({});
+const MiB = 1024 * 1024;
+
+export const submitSettingsSchema = z
+  .object({
+    // Bytes of the message content (body, HTML part and decoded attachments), counted in bytes,
+    // not characters (Haineko counted characters, so 4 MiB of Japanese text was 12 MiB).
+    // 4 MiB: transactional mail is small; bigger files belong behind a link. The HTTP body limit
+    // of /submit is derived from it (JSON escaping and base64 make the request larger).
+    max_message_size: z.number().int().positive().max(64 * MiB).default(4 * MiB),
+    // Haineko's default: /submit is for transactional mail to a few people; a long list in
+    // one request is a mass mailing, and each recipient is a transaction upstream.
+    max_rcpts_per_message: z.number().int().positive().max(1000).default(4),
+    // Deliveries of one request running at once, and connections per upstream pool. Bounds the
+    // sockets one HTTP request can open; every recipient is still delivered.
+    max_workers: z.number().int().positive().max(64).default(4),
+    // Haineko's `-A`: every request must carry valid Basic credentials (config/password),
+    // even from relayhosts. Off: credentials are checked when sent, relayhosts need none.
+    require_auth: z.boolean().default(false),
+    // The name this server adds to the loop header (X-Haineko-Loop); a message that already
+    // carries it is refused. null: smtp.hostname, else the machine's host name.
+    servername: z.string().min(1).regex(/^[A-Za-z0-9._-]+$/, 'a host name').nullable().default(null),
+  })
+  .strict();
+
+export const submitSchema = submitSettingsSchema.default(submitSettingsSchema.parse({}));
+export type SubmitConfig = z.infer<typeof submitSettingsSchema>;

@@ -1,0 +1,139 @@
+/**
+ * The ESMTP mailer: nodemailer with pooled connections per upstream. Each recipient is its own
+ * transaction (MAIL, one RCPT, DATA), so the reply reported for a recipient is the upstream's
+ * answer to the end of DATA for that recipient, not to QUIT (a Haineko defect).
+ */
+import nodemailer from 'nodemailer';
+import type { Transporter } from 'nodemailer';
+import type { Route } from '../routing/types.js';
+import { cannotConnect, entryFromReply } from './reply.js';
+import type { Delivery, ResponseEntry } from './types.js';
+
+// Distinct upstreams (host, port, TLS, credentials) kept open at once. A mailertable names a
+// handful; the bound only matters if routes churn, and the oldest pool is closed to make room.
+const MAX_POOLS = 32;
+// Messages per pooled connection before it is recycled (nodemailer's default): long-lived
+// sessions are what upstreams rate-limit and time out.
+const MAX_MESSAGES_PER_CONNECTION = 100;
+// Pause between retries is the route's; this caps it so a typo (sleep: 3600) cannot hold an
+// HTTP request open for an hour.
+const MAX_RETRY_SLEEP_MS = 30_000;
+const MAX_RETRIES = 5;
+
+export interface EsmtpOptions {
+  /** Our name in EHLO. */
+  hostname: string;
+  /** Connections per upstream pool (the submit section's max_workers). */
+  maxConnections: number;
+}
+
+/** nodemailer error fields we read (it attaches them to Error objects). */
+interface SmtpError {
+  code?: string;
+  response?: string;
+  responseCode?: number;
+  command?: string;
+  message?: string;
+}
+
+const COMMANDS: Record<string, string> = { 'MAIL FROM': 'MAIL', 'RCPT TO': 'RCPT', DATA: 'DATA', CONN: 'CONN', EHLO: 'EHLO', HELO: 'EHLO', STARTTLS: 'STARTTLS' };
+
+function commandName(cmd: string | undefined): string {
+  if (!cmd) return 'CONN';
+  if (cmd.startsWith('AUTH')) return 'AUTH';
+  return COMMANDS[cmd] ?? cmd.split(' ')[0]!.toUpperCase();
+}
+
+/** `tls_verify: false` in a mailertable entry accepts an upstream's self-signed certificate. */
+export function tlsVerify(route: Route): boolean {
+  return route.options['tls_verify'] !== false;
+}
+
+export class EsmtpMailer {
+  readonly #pools = new Map<string, Transporter>();
+
+  constructor(private readonly opts: EsmtpOptions) {}
+
+  async deliver(d: Delivery): Promise<ResponseEntry> {
+    return sendWithRetry(d, 'ESMTP', () => this.#transport(d.route));
+  }
+
+  #transport(route: Route): Transporter {
+    const cred = route.credentials;
+    const key = JSON.stringify([route.host, route.port, route.starttls, tlsVerify(route), route.timeoutMs, cred?.username ?? null, cred?.password ?? null]);
+    const existing = this.#pools.get(key);
+    if (existing) {
+      // Map order is insertion order: re-inserting keeps the most recently used last.
+      this.#pools.delete(key);
+      this.#pools.set(key, existing);
+      return existing;
+    }
+    if (this.#pools.size >= MAX_POOLS) {
+      const [oldKey, oldest] = this.#pools.entries().next().value as [string, Transporter];
+      this.#pools.delete(oldKey);
+      oldest.close();
+    }
+    const transport = nodemailer.createTransport({
+      pool: true,
+      maxConnections: this.opts.maxConnections,
+      maxMessages: MAX_MESSAGES_PER_CONNECTION,
+      ...smtpOptions(route, this.opts.hostname),
+    });
+    this.#pools.set(key, transport);
+    return transport;
+  }
+
+  close(): void {
+    for (const t of this.#pools.values()) t.close();
+    this.#pools.clear();
+  }
+}
+
+/** Connection options shared by the pooled ESMTP mailer and the MX mailer. */
+export function smtpOptions(route: Route, hostname: string, opportunisticTls = false) {
+  return {
+    host: route.host,
+    port: route.port,
+    secure: false,
+    name: hostname,
+    // starttls: true insists on TLS (no AUTH or mail in clear); false talks plain SMTP as
+    // Haineko did, unless the caller asks for opportunistic TLS (MX delivery).
+    requireTLS: route.starttls,
+    ignoreTLS: !route.starttls && !opportunisticTls,
+    tls: { rejectUnauthorized: route.starttls ? tlsVerify(route) : false, minVersion: 'TLSv1.2' as const },
+    ...(route.credentials ? { auth: { user: route.credentials.username, pass: route.credentials.password } } : {}),
+    connectionTimeout: route.timeoutMs,
+    greetingTimeout: route.timeoutMs,
+    socketTimeout: route.timeoutMs,
+    // The raw message is bytes we built; never let nodemailer read files or URLs.
+    disableFileAccess: true,
+    disableUrlAccess: true,
+    logger: false,
+  };
+}
+
+/** One transaction per recipient, with the route's retries for connection failures and 4xx. */
+export async function sendWithRetry(d: Delivery, mailer: string, transport: () => Transporter): Promise<ResponseEntry> {
+  const retries = Math.min(Math.max(0, d.route.retry), MAX_RETRIES);
+  let result: ResponseEntry = cannotConnect(d.route, d.rcpt);
+  for (let attempt = 0; attempt <= retries; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(d.route.sleepMs, MAX_RETRY_SLEEP_MS)));
+    result = await sendOnce(d, mailer, transport());
+    // Permanent answers and successes are final; connection failures and 4xx may pass.
+    if (result.code < 400 || result.code >= 500) break;
+  }
+  return result;
+}
+
+async function sendOnce(d: Delivery, mailer: string, transport: Transporter): Promise<ResponseEntry> {
+  const where = { host: d.route.host, port: d.route.port, rcpt: d.rcpt, mailer };
+  try {
+    const info = (await transport.sendMail({ envelope: { from: d.sender, to: [d.rcpt] }, raw: d.message.raw(d.rcpt) })) as { response?: string };
+    return entryFromReply(info.response ?? '250 2.0.0 OK', { ...where, command: 'DATA' });
+  } catch (err) {
+    const e = err as SmtpError;
+    if (e.response && e.responseCode) return entryFromReply(e.response, { ...where, command: commandName(e.command), code: e.responseCode });
+    const route = { host: d.route.host, port: d.route.port, mailer };
+    return cannotConnect(route, d.rcpt, e.code ? `${e.code}: ${e.message ?? ''}`.trim() : undefined);
+  }
+}

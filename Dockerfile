@@ -90,8 +90,10 @@ RUN printf '%s\n' \
       '  # which recipients are accepted (default deny).' \
       '  host: 0.0.0.0' \
       'http:' \
-      '  # The API and viewer have no login: publish 8025 on 127.0.0.1 only, or behind a proxy' \
-      '  # that authenticates.' \
+      '  # Not loopback, so the API, feed, viewer and /metrics need a login (http.auth: Basic' \
+      '  # against /etc/mailwire/password, made with mailwire pw, or http.auth.tokens). With' \
+      '  # neither, a random token is made at each start and logged once: docker logs shows it.' \
+      '  # /healthz and /readyz stay open for the HEALTHCHECK; POST /submit follows relayhosts.' \
       '  host: 0.0.0.0' \
       '  # Host names the API answers to, besides loopback names (DNS-rebinding defence: a web' \
       '  # page cannot reach the API through a name it controls). Add the name you use.' \
@@ -109,14 +111,18 @@ RUN printf '%s\n' \
 # Volumes:
 #   /var/lib/mailwire  data (MAILWIRE_DATA_DIR): mailwire.db, messages/, spool/, certs/.
 #                      Must be writable by uid 10001. Mail answered 250 is in here: keep it.
-#   /etc/mailwire      configuration (MAILWIRE_CONFIG_DIR): mailwire.yml, domains, and the
-#                      other tables. Read-only is fine; tables are reloaded when they change
-#                      (mount the directory rather than single files to see edits live).
+#   /etc/mailwire      configuration (MAILWIRE_CONFIG_DIR): mailwire.yml, domains, the Haineko
+#                      tables (mailertable, sendermt, authinfo, relayhosts, recipients,
+#                      password) and hooks/. Read-only is fine; tables and hooks are reloaded
+#                      when they change (mount the directory rather than single files to see
+#                      edits live). `docker run --rm mailwire node dist/src/cli.js setup --dest
+#                      /tmp/x` shows commented starters for every file.
 VOLUME ["/var/lib/mailwire", "/etc/mailwire"]
 
 # Ports (inside the container; map them with -p, e.g. -p 25:2525):
 #   2525  SMTP with STARTTLS (smtp.port, MAILWIRE_SMTP_PORT)
-#   8025  HTTP: REST API, web viewer, /healthz, /readyz, /metrics (http.port, MAILWIRE_HTTP_PORT)
+#   8025  HTTP: REST API, WebSocket feed, web viewer, POST /submit, /healthz, /readyz,
+#         /metrics (http.port, MAILWIRE_HTTP_PORT)
 #   4650  SMTP with implicit TLS, only when configured (smtp.tls_port: 4650); then also
 #         publish it, e.g. -p 465:4650. Not exposed by default.
 EXPOSE 2525 8025

@@ -24,7 +24,8 @@
  *   BENCH_REPEAT=3        runs per server and scenario; the median is reported
  *   BENCH_KEEP=1          keep the temp directory (data dirs, logs) for inspection
  *   BENCH_CPU_PROF=1      run the throughput mailwire under `node --cpu-prof` and print where the profile is
- *   BENCH_SKIP=memory,maildev,sink   leave parts out, to iterate on mailwire alone (ratios then read n/a)
+ *   BENCH_SKIP=memory,maildev,sink,ws,submit,hooks   leave parts out, to iterate on mailwire alone (ratios then read n/a)
+ *   (ws: the WebSocket feed scenario, bench/ws-feed.mjs, which has knobs of its own)
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -693,6 +694,7 @@ async function main() {
   let throughput = null;
   let memory = null;
   let shutdown = null;
+  let wsFeed = null;
 
   if (sourcePath && sinkPath) {
     console.log('\nstarting smtp-sink, MailDev and mailwire; a warm-up run goes to each first');
@@ -723,7 +725,31 @@ async function main() {
     }
   }
 
-  const lines = report(throughput, memory);
+  if (!skip.has('ws')) {
+    const { runWsFeedBench, wsFeedSettings: ws } = await import('./ws-feed.mjs');
+    console.log(`\nws feed: ${ws.clients} WebSocket clients on /api/v1/events while ${ws.rate} msg/s arrive for ${ws.seconds} s`);
+    wsFeed = await runWsFeedBench();
+  }
+
+  // POST /submit throughput (bench/submit.mjs): relaying to smtp-sink and through the File mailer.
+  let submit = null;
+  if (sinkPath && !skip.has('submit')) submit = await (await import('./submit.mjs')).runSubmitBench({ sinkPath });
+
+  // Hook overhead (bench/hooks.mjs): 10 trivial hooks over the phases against none, same run.
+  let hooks = null;
+  if (sourcePath && !skip.has('hooks')) {
+    console.log('\nhooks: 10 trivial hooks over the SMTP phases against none');
+    hooks = await (await import('./hooks.mjs')).runHooksBench({ sourcePath });
+  }
+
+  const lines = [...report(throughput, memory), ...(submit?.lines ?? []), ...(hooks?.lines ?? [])];
+  if (wsFeed) {
+    const f = (v) => (v === null ? 'n/a' : `${v.toFixed(1)} ms`);
+    lines.push(
+      `ws feed, ${wsFeed.clients} clients at ${wsFeed.achievedRate} msg/s: 250 -> frame p50 ${f(wsFeed.p50Ms)} | p99 ${f(wsFeed.p99Ms)} | max ${f(wsFeed.maxMs)} ` +
+        `(target p99 < ${wsFeed.target.p99Ms} ms: ${wsFeed.target.met ? 'met' : 'NOT met'}) | ${wsFeed.missingFrames} frames missing`,
+    );
+  }
   console.log('\n=== results (median of runs; ratios against references measured in this run) ===');
   for (const l of lines) console.log(l);
   if (throughput) {
@@ -733,7 +759,7 @@ async function main() {
   for (const n of notes) console.log(`NOTE: ${n}`);
 
   mkdirSync(join(tmpdir(), 'mailwire-bench'), { recursive: true });
-  writeFileSync(RESULTS_FILE, JSON.stringify({ at: new Date().toISOString(), environment, settings, throughput, memory, shutdown, notes }, null, 2) + '\n');
+  writeFileSync(RESULTS_FILE, JSON.stringify({ at: new Date().toISOString(), environment, settings, throughput, memory, wsFeed, submit, hooks, shutdown, notes }, null, 2) + '\n');
   console.log(`\nJSON: ${RESULTS_FILE}`);
 }
 

@@ -18,6 +18,7 @@ import { createMetrics } from './metrics/metrics.js';
 import { createParsePool, defaultParsePoolSize, type ParsePool } from './parse/parse-pool.js';
 import { DomainPolicy, domainsSchema, EMPTY_DOMAINS, type DomainsTable } from './policy/domains.js';
 import { Pipeline } from './pipeline/pipeline.js';
+import { createOutboundRelay } from './pipeline/outbound.js';
 import { scoreFile } from './spam/spamd.js';
 import { ensureTlsMaterial } from './smtp/certs.js';
 import { SmtpListener } from './smtp/listener.js';
@@ -25,7 +26,17 @@ import { Spool } from './spool/spool.js';
 import { openSqliteStore } from './store/sqlite-store.js';
 import type { MessageStore } from './store/types.js';
 import type { SpamResult } from './events/types.js';
+import { HookRegistry } from './hooks/registry.js';
+import { HookRunner } from './hooks/runner.js';
+import { createEventFeed, type EventFeed } from './ws/feed.js';
+import { WebhookDispatcher } from './webhooks/dispatcher.js';
 import { lockDataDir, type DirLock } from './util/dir-lock.js';
+import { submitBodyLimit } from './http/submit.js';
+import { createRelay, type Relay } from './relay/relay.js';
+import { createRouting, type TableRouting } from './routing/routing.js';
+import { createHttpAccess } from './auth/http-auth.js';
+import { createSubmitService } from './submit/submit.js';
+import { MAILWIRE_VERSION } from './webhooks/version.js';
 
 export interface AppAddresses {
   smtp: AddressInfo;
@@ -63,22 +74,42 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   let store: MessageStore | null = null;
   let smtp: SmtpListener | null = null;
   let http: FastifyInstance | null = null;
+  let feed: EventFeed | null = null;
+  let webhooks: WebhookDispatcher | null = null;
   let domains: WatchedTable<DomainsTable> | null = null;
   let policy: DomainPolicy | null = null;
   let parsePool: ParsePool | null = null;
   let addresses: AppAddresses | null = null;
   let stopping = false;
   let dirLock: DirLock | null = null;
+  let routing: TableRouting | null = null;
+  let relay: Relay | null = null;
 
   const score = (rawPath: string): Promise<SpamResult> => {
     if (!config.spamd.enabled) return Promise.resolve({ status: 'skipped', score: null, threshold: null, rules: [], reason: 'spamd disabled' });
     return scoreFile(rawPath, { host: config.spamd.host, port: config.spamd.port, timeoutMs: config.spamd.timeout_ms, maxSize: config.spamd.max_size });
   };
 
+  // Hook scripts per SMTP phase: loaded first, so a missing or broken hook stops the start before
+  // anything is opened; then watched and reloaded for new sessions.
+  const hookRegistry = new HookRegistry(config.hooks, config.configDir, logger);
+  const hooks = new HookRunner({
+    registry: hookRegistry,
+    timeoutMs: config.hooks.timeout_ms,
+    logger,
+    onRejected: (event) => bus.publish(event),
+  });
+
   async function start(): Promise<AppAddresses> {
+    await hookRegistry.load();
+    hookRegistry.watch();
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
     dirLock = lockDataDir(dataDir);
-    store = openSqliteStore(dataDir, logger);
+    const sqlite = openSqliteStore(dataDir, logger);
+    store = sqlite;
+    // Before spool recovery, so recovered mail is delivered too; it follows the store's event log.
+    webhooks = new WebhookDispatcher({ webhooks: config.webhooks, dataDir, store: sqlite, bus, logger, metrics });
+    webhooks.start();
     await spool.init();
 
     domains = new WatchedTable(config.configDir, 'domains', domainsSchema, EMPTY_DOMAINS, logger);
@@ -95,13 +126,35 @@ export function createApp(config: Config, options: AppOptions = {}): App {
 
     const hostname = config.smtp.hostname ?? (await import('node:os')).hostname();
     const tls = await ensureTlsMaterial(config.tls.cert, config.tls.key, hostname, logger);
+    // The Haineko tables and the relay mailers: POST /submit (and the SMTP relay path) use them.
+    const tables = (routing = createRouting(config.configDir, logger, { hostname }));
+    // Access control for the API, the feed and the viewer: the same password table as /submit.
+    const access = createHttpAccess({ config: config.http.auth, httpHost: config.http.host, passwords: tables, logger });
+    relay = createRelay({ hostname, maxWorkers: config.submit.max_workers, logger });
+    const submit = createSubmitService({
+      routing: () => tables,
+      relay,
+      limits: { maxMessageSize: config.submit.max_message_size, maxRcptsPerMessage: config.submit.max_rcpts_per_message },
+      requireAuth: config.submit.require_auth,
+      hostname,
+      servername: config.submit.servername ?? hostname,
+      version: MAILWIRE_VERSION,
+      logger,
+      // The same hook scripts as SMTP, at Haineko's milter checkpoints (docs/hooks.md).
+      hooks,
+    });
     smtp = new SmtpListener({
       config,
       tls,
       logger,
       spool,
       policy: () => policy!,
-      onMessage: (msg) => pipeline.process(msg),
+      onMessage: (msg, session) => pipeline.process(msg, session),
+      hooks,
+      // SMTP AUTH (when smtp.auth.enabled) checks the password table; an authenticated session may relay.
+      authenticate: (user, password) => Promise.resolve(tables.verifyPassword(user, password)),
+      // Relaying over SMTP (docs/submit.md): relayhosts or AUTH, recipients, the same routes as /submit.
+      relay: createOutboundRelay({ routing: () => tables, relay, spool, logger }),
     });
     const smtpAddresses = await smtp.start();
 
@@ -110,6 +163,11 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       store: storeRef,
       logger,
       ...(WEB_DIR ? { webDir: WEB_DIR } : {}),
+      viewer: {
+        disposableDomain: config.web.disposable_domain ?? config.smtp.hostname ?? 'mailwire.test',
+        pollIntervalMs: config.web.poll_interval_ms,
+        maxMessageSize: config.smtp.limits.max_message_size,
+      },
       metrics,
       hostPolicy: { boundHost: config.http.host, allowedHosts: config.http.allowed_hosts },
       readiness: () => {
@@ -117,9 +175,27 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         return { ready: storeOk && !stopping, checks: { store: storeOk, smtp: !stopping } };
       },
       onDelete: (id) => bus.publish({ type: 'mail.deleted', version: 1, id, at: new Date().toISOString() }),
+      ...(webhooks.api ? { webhooks: webhooks.api } : {}),
+      submit,
+      access,
+      submitBodyLimit: submitBodyLimit(config.submit.max_message_size),
     });
     await http.listen({ port: config.http.port, host: config.http.host });
     const httpAddr = http.server.address() as AddressInfo;
+    // The WebSocket feed /api/v1/events shares the HTTP server (its upgrade event) and reads the store's event log.
+    feed = createEventFeed({
+      server: http.server,
+      log: sqlite,
+      bus,
+      logger,
+      metrics,
+      hostPolicy: { boundHost: config.http.host, allowedHosts: config.http.allowed_hosts },
+      allowedOrigins: config.http.allowed_origins,
+      authorize: access.authorize,
+      maxClients: config.http.feed.max_clients,
+      maxBufferedBytes: config.http.feed.max_buffered_bytes,
+      heartbeatMs: config.http.feed.heartbeat_ms,
+    });
 
     addresses = { ...smtpAddresses, http: httpAddr };
     logger.info(
@@ -132,12 +208,20 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   async function stop(): Promise<void> {
     stopping = true;
     domains?.close();
+    hookRegistry.close();
     // SMTP first: in-flight messages finish and are stored before the store closes.
     await smtp?.stop();
     logger.debug('smtp listeners stopped');
     await parsePool?.close();
+    // Feed clients hold upgraded sockets the HTTP server would wait for: close them first.
+    await feed?.close();
     if (http) await closeHttp(http);
     logger.debug('http server stopped');
+    // After HTTP: submissions in flight finished their deliveries (or were cut off) first.
+    relay?.close();
+    routing?.close();
+    // Webhook attempts in flight are aborted (and run again at the next start); they read the store.
+    await webhooks?.stop();
     store?.close();
     dirLock?.release();
   }

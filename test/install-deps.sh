@@ -17,9 +17,10 @@ if [[ "$(id -u)" -ne 0 ]]; then SUDO="sudo"; fi
 #   postfix                     only for its smtp-source / smtp-sink load tools (no daemon)
 #   sqlite3, openssl            inspecting the store, TLS checks and certificates
 #   procps                      pgrep, used below
-# chromium is needed by a later issue (browser tests); it is deliberately not installed yet.
+#   chromium                    the browser tests (test/browser.test.ts) drive Debian's chromium
+#                               through playwright-core; a browser is never downloaded
 # ---------------------------------------------------------------------------------------
-APT_PACKAGES=(spamd spamc spamassassin swaks postfix sqlite3 openssl procps)
+APT_PACKAGES=(spamd spamc spamassassin swaks postfix sqlite3 openssl procps chromium)
 SAMPLES_DIR=/usr/share/doc/spamassassin/examples
 
 missing=()
@@ -74,4 +75,5 @@ if pgrep -x master >/dev/null; then
   $SUDO postfix stop || true
 fi
 
-echo "test tools: $(spamd --version 2>&1 | sed -n 1p); $(swaks --version 2>&1 | sed -n 1p)"
+[[ -x /usr/bin/chromium ]] || { echo "missing /usr/bin/chromium after install (test/helpers/browser.ts runs it)" >&2; exit 1; }
+echo "test tools: $(spamd --version 2>&1 | sed -n 1p); $(swaks --version 2>&1 | sed -n 1p); $(/usr/bin/chromium --version 2>/dev/null | sed -n 1p)"

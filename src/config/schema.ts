@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { accessSchema } from './sections/access.js';
+import { feedSchema } from './sections/feed.js';
 import { hooksSchema } from './sections/hooks.js';
 import { submitSchema } from './sections/submit.js';
 import { webSchema } from './sections/web.js';
@@ -120,6 +121,8 @@ export const httpSchema = z
     // Origins (scheme://host[:port]) allowed to open the WebSocket feed besides the server's own:
     // a browser sends its page's Origin, so another web site cannot read mail through a visitor.
     allowed_origins: z.array(z.string().url()).default([]),
+    // The WebSocket feed /api/v1/events: client bound, slow-client bound, heartbeat (sections/feed.ts).
+    feed: feedSchema,
     // Access control for the API, the feed and the viewer (see sections/access.ts).
     auth: accessSchema,
   })

@@ -1,7 +1,12 @@
+import type { IncomingMessage } from 'node:http';
+import type { AccessDecision } from '../auth/http-auth.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { MessageStore } from '../store/types.js';
+import type { WebhooksView } from '../webhooks/types.js';
+import type { SubmitService } from '../submit/submit.js';
 import type { HostPolicy } from './host-check.js';
+import type { ViewerSettings } from './info.js';
 
 export interface Readiness {
   ready: boolean;
@@ -16,8 +21,12 @@ export interface HttpDeps {
   readiness: () => Readiness;
   /** The web viewer's files; without it, GET / is 404. */
   webDir?: string;
+  /** The viewer's settings for GET /api/v1/info (config web:); defaults when absent (tests). */
+  viewer?: ViewerSettings;
   /** Called after a message was deleted through the API, to publish mail.deleted. */
   onDelete?: (id: string) => void;
+  /** Webhooks and their deliveries (GET /api/v1/webhooks...); absent when none is configured. */
+  webhooks?: WebhooksView;
   /** The app's metrics; a private set is created when absent (tests). */
   metrics?: Metrics;
   /**
@@ -25,6 +34,15 @@ export interface HttpDeps {
    * http.allowed_hosts. Absent (tests): loopback-bound, no extra names.
    */
   hostPolicy?: HostPolicy;
+  /**
+   * Access control (src/auth/http-auth.ts, config http.auth). Absent: every request is served.
+   * /healthz, /readyz and POST /submit (which has Haineko's own checks) are never covered.
+   */
+  access?: { check(req: IncomingMessage): AccessDecision; readonly challenge: string };
+  /** POST /submit (Haineko-compatible); absent (tests): /submit is 404. */
+  submit?: SubmitService;
+  /** Body limit of POST /submit in bytes (http/submit.ts submitBodyLimit); 64 KiB when absent. */
+  submitBodyLimit?: number;
 }
 
 /** HttpDeps after createHttpServer filled in the defaults. */

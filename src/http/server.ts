@@ -28,6 +28,13 @@ const REQUEST_TIMEOUT_MS = 30_000;
  * the others go to debug. The warn names the host so an operator can add a legitimate one.
  */
 const REFUSED_HOST_WARN_INTERVAL_MS = 60_000;
+/**
+ * Routes served without access control: health checks (a Docker HEALTHCHECK or an orchestrator
+ * probe has no credentials, and they tell nothing about mail) and POST /submit, which applies
+ * Haineko's relayhosts and password rules itself.
+ */
+const OPEN_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz', '/submit']);
+const isOpenRoute = (url: string | undefined) => url !== undefined && (OPEN_ROUTES.has(url) || url.startsWith('/submit/'));
 
 function statusOf(err: unknown): number | undefined {
   const status = (err as Partial<FastifyError> | null)?.statusCode;
@@ -80,6 +87,13 @@ export function createHttpServer(input: HttpDeps): FastifyInstance {
         logger.debug({ host, method: request.method }, 'request refused: Host header not allowed');
       }
       return sendError(reply, 'forbidden_host');
+    }
+    if (deps.access && !isOpenRoute(request.routeOptions.url)) {
+      const decision = deps.access.check(request.raw);
+      if (!decision.ok) {
+        if (decision.status === 429) return sendError(reply.header('retry-after', String(decision.retryAfterS)), 'too_many_requests');
+        return sendError(reply.header('www-authenticate', deps.access.challenge), 'unauthorized');
+      }
     }
   });
 

@@ -4,9 +4,9 @@
  * A registry of our own, not prom-client's global one, so two apps in one process (tests)
  * never share or collide on counters.
  */
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
-export type { Counter, Histogram };
+export type { Counter, Gauge, Histogram };
 
 /** Every metric name is ours and says so; checked at registration, not discovered in Grafana. */
 const NAME_PATTERN = /^mailwire_[a-z][a-z0-9_]*$/;
@@ -21,6 +21,8 @@ export interface Metrics {
   counter<L extends string = string>(name: string, help: string, labelNames?: readonly L[]): Counter<L>;
   /** Like counter(); `buckets` in the metric's unit (use seconds for durations). */
   histogram<L extends string = string>(name: string, help: string, labelNames?: readonly L[], buckets?: number[]): Histogram<L>;
+  /** Like counter(), for a value that goes up and down (connected clients). */
+  gauge<L extends string = string>(name: string, help: string, labelNames?: readonly L[]): Gauge<L>;
   /** Prometheus text exposition format. */
   render(): Promise<string>;
 }
@@ -40,9 +42,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   // standard Node.js dashboards and alerts expect.
   if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry });
 
-  const declared = new Map<string, { kind: 'counter' | 'histogram'; labels: readonly string[]; metric: unknown }>();
+  const declared = new Map<string, { kind: 'counter' | 'histogram' | 'gauge'; labels: readonly string[]; metric: unknown }>();
 
-  function existing(name: string, kind: 'counter' | 'histogram', labels: readonly string[]): unknown {
+  function existing(name: string, kind: 'counter' | 'histogram' | 'gauge', labels: readonly string[]): unknown {
     if (!NAME_PATTERN.test(name)) throw new Error(`metric name ${JSON.stringify(name)} must match ${String(NAME_PATTERN)}`);
     const prior = declared.get(name);
     if (!prior) return undefined;
@@ -68,6 +70,14 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       if (prior) return prior as Histogram<L>;
       const metric = new Histogram<L>({ name, help, labelNames, registers: [registry], ...(buckets ? { buckets } : {}) });
       declared.set(name, { kind: 'histogram', labels: labelNames, metric });
+      return metric;
+    },
+
+    gauge<L extends string = string>(name: string, help: string, labelNames: readonly L[] = []): Gauge<L> {
+      const prior = existing(name, 'gauge', labelNames);
+      if (prior) return prior as Gauge<L>;
+      const metric = new Gauge<L>({ name, help, labelNames, registers: [registry] });
+      declared.set(name, { kind: 'gauge', labels: labelNames, metric });
       return metric;
     },
 

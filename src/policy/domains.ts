@@ -37,7 +37,7 @@ export const EMPTY_DOMAINS: DomainsTable = { accept: [], reject_recipients: [], 
 
 export type RcptDecision =
   | { kind: 'accept' }
-  | { kind: 'reject'; code: number; enhanced: string; message: string };
+  | { kind: 'reject'; code: number; enhanced: string; message: string; /** Not one of ours: an SMTP client allowed to relay may still send to it. */ nonLocal?: boolean };
 
 interface CompiledPatterns {
   domains: Set<string>;
@@ -98,7 +98,7 @@ export class DomainPolicy {
     if (this.#acceptDomainsOfAddresses.has(domain)) {
       return { kind: 'reject', code: 550, enhanced: '5.1.1', message: 'No such user here' };
     }
-    return { kind: 'reject', code: 554, enhanced: '5.7.1', message: 'Relay access denied' };
+    return { kind: 'reject', code: 554, enhanced: '5.7.1', message: 'Relay access denied', nonLocal: true };
   }
 
   /** Senders on the reject list are refused at MAIL FROM. The null sender <> is always allowed (bounces). */

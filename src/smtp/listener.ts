@@ -88,8 +88,6 @@ interface ConnectionState {
 // RFC 5321 4.5.3.1.10: the client sends the recipients refused with 452 in a later transaction
 // (Postfix does the same with its recipient limit). Used to keep a relayed recipient alone.
 const TOO_MANY_RECIPIENTS: RcptDecision = { kind: 'reject', code: 452, enhanced: '4.5.3', message: 'Too many recipients' };
-// The recipients table refuses the address: permanent, the client's mistake, not ours.
-const RELAY_RCPT_NOT_PERMITTED: RcptDecision = { kind: 'reject', code: 550, enhanced: '5.7.1', message: 'Recipient address is not permitted' };
 
 const POLL_MS = 50;
 // The header block header/eoh/body hooks see (the DATA stream is parsed for them). Real header
@@ -381,7 +379,11 @@ export class SmtpListener {
     if (!local.nonLocal || !relay || !state) return { decision: local, relayed: false };
     const user = typeof session.user === 'string' && session.user ? session.user : null;
     if (!relay.mayRelay({ remoteAddress: session.remoteAddress, user })) return { decision: local, relayed: false };
-    if (!relay.recipientAllowed(rcpt)) return { decision: RELAY_RCPT_NOT_PERMITTED, relayed: false };
+    // The recipients table refuses the address: the local refusal stands (554 5.7.1 Relay access
+    // denied, as Postfix answers for a destination it does not relay to). The same answer as for
+    // a client that may not relay: by default every loopback client is in relayhosts, and which
+    // table refused is the operator's business (the recipients table), not the client's.
+    if (!relay.recipientAllowed(rcpt)) return { decision: local, relayed: false };
     // The same address again replaces the earlier RCPT (smtp-server): still one recipient.
     const again = current !== null && current.rcpt.toLowerCase() === rcpt.toLowerCase();
     if (session.envelope.rcptTo.length > 0 && !again) return { decision: TOO_MANY_RECIPIENTS, relayed: false };

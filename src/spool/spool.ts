@@ -32,6 +32,12 @@ export interface SpooledMessage {
   envelope: Envelope;
   size: number;
   sha256: string;
+  /**
+   * Set for a message an SMTP client relays to a non-local recipient: it is handed to the relay
+   * before the client gets any reply (the upstream's reply is the client's), so an entry found at
+   * recovery was never answered 250 by us as local mail and must not be stored as such.
+   */
+  relay?: { rcpt: string };
 }
 
 export interface SpoolWriterOptions {
@@ -187,9 +193,16 @@ export class Spool {
   }
 
   /** Makes a written message durable. Only after this resolves may the client get 250. */
-  async commit(writer: SpoolWriter, size: number, sha256: string, envelope: Envelope, receivedAt: string): Promise<SpooledMessage> {
+  async commit(
+    writer: SpoolWriter,
+    size: number,
+    sha256: string,
+    envelope: Envelope,
+    receivedAt: string,
+    extra: Pick<SpooledMessage, 'relay'> = {},
+  ): Promise<SpooledMessage> {
     const id = writer.id;
-    const msg: SpooledMessage = { id, rawPath: join(this.incomingDir, `${id}.eml`), receivedAt, envelope, size, sha256 };
+    const msg: SpooledMessage = { id, rawPath: join(this.incomingDir, `${id}.eml`), receivedAt, envelope, size, sha256, ...(extra.relay ? { relay: extra.relay } : {}) };
     const tmpJson = join(this.tmpDir, `${id}.json`);
     // Both files durable (the message's own sync runs since the end of DATA)...
     await settleBoth(writer.synced(), writeSynced(tmpJson, JSON.stringify(msg)));

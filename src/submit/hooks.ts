@@ -114,6 +114,10 @@ export class SubmitHooks {
    * delivery, as Haineko did); eom's header edits apply to every copy, `To:` included.
    */
   async message(message: OutboundMessage, sender: string, rcptTo: string[], started: Date): Promise<EomOutcome> {
+    if (!this.session.has('header') && !this.session.has('body') && !this.session.has('eom')) {
+      this.#done = true;
+      return { kind: 'send', sender, rcptTo, message, tags: [] };
+    }
     const first = rcptTo[0] ?? '';
     const raw = message.raw(first);
     const { block, body } = split(raw);

@@ -84,6 +84,7 @@ export function createSubmitService(opts: SubmitServiceOptions): SubmitService {
 
   async function submit(input: SubmitInput): Promise<SubmitOutput> {
     const s = session(input);
+    // The hook session (if any) ends with the request, whatever the answer: abort, then close.
     let hooks: SubmitHooks | null = null;
     try {
       return await handle(input, s, (h) => (hooks = h));

@@ -7,7 +7,7 @@ import { createApp, type App, type AppAddresses } from '../../src/app.js';
 import { validateConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import type { AnyEvent, MailEvent } from '../../src/events/types.js';
-import { createLogger, silentLogger } from '../../src/log/logger.js';
+import { createLogger, silentLogger, type Logger } from '../../src/log/logger.js';
 import { mailEventErrors } from './event-schema.js';
 
 export interface TestApp {
@@ -32,6 +32,8 @@ export interface TestAppOptions {
   spamd?: boolean;
   /** Subscribes to the bus before start, so events published by spool recovery are seen too. */
   onEvent?: (event: AnyEvent) => void;
+  /** The app's logger (tests that read log lines); default silent, or MAILWIRE_TEST_LOG's level. */
+  logger?: Logger;
 }
 
 // TLS material is generated once per test file run and reused: RSA key generation costs time.
@@ -58,7 +60,7 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
   const config = testConfig(dir, opts);
   // MAILWIRE_TEST_LOG=debug shows the app's log while debugging a test.
   const logLevel = process.env.MAILWIRE_TEST_LOG;
-  const app = createApp(config, { logger: logLevel ? createLogger(logLevel) : silentLogger() });
+  const app = createApp(config, { logger: opts.logger ?? (logLevel ? createLogger(logLevel) : silentLogger()) });
   // Every event any test produces must match the published schema.
   const schemaErrors: string[] = [];
   app.bus.subscribe((event) => {

@@ -1,0 +1,113 @@
+/**
+ * The SMTP side of outbound relaying: a client allowed to relay (its address in relayhosts, or
+ * authenticated with AUTH against the password table) sends to a recipient that is not local.
+ * The message is durable in the spool first (like any other), then delivered through the same
+ * routing tables and relay mailers as POST /submit; the client's DATA reply is the upstream's
+ * reply (no queue, like Haineko). The spool entry is released afterwards whatever the outcome:
+ * a relayed message is never stored as local mail (no mail.received event).
+ *
+ * Reply mapping (the client sees the upstream's code, enhanced code and text):
+ *   2xx, or a local mailer's 200 (File, Screen, Discard) ─▶ 250 with the upstream's text
+ *   4xx / 5xx                                             ─▶ the same code and enhanced code
+ *   421, or upstream unreachable                          ─▶ 451 4.4.1 (a 421 would close our session)
+ *   anything else                                         ─▶ 451 4.3.0
+ */
+import { readFile } from 'node:fs/promises';
+import type { Logger } from '../log/logger.js';
+import type { Relay } from '../relay/relay.js';
+import type { ResponseEntry } from '../relay/types.js';
+import type { Routing } from '../routing/types.js';
+import type { MessageOutcome } from '../smtp/transaction.js';
+import type { Spool, SpooledMessage } from '../spool/spool.js';
+
+export interface OutboundRelayDeps {
+  routing(): Routing;
+  relay: Pick<Relay, 'deliver'>;
+  spool: Spool;
+  logger: Logger;
+}
+
+/** What the SMTP listener asks (see SmtpDeps.relay). */
+export interface OutboundRelay {
+  mayRelay(client: { remoteAddress: string; user: string | null }): boolean;
+  recipientAllowed(rcpt: string): boolean;
+  deliver(msg: SpooledMessage, rcpt: string): Promise<MessageOutcome>;
+}
+
+// The reply text we pass back is one line; an upstream sending pages of text should not make
+// ours long (reply.ts already caps the lines at 10 x 512 characters).
+const MAX_REPLY_TEXT = 512;
+
+export function createOutboundRelay(deps: OutboundRelayDeps): OutboundRelay {
+  const logger = deps.logger.child({ mod: 'smtp-relay' });
+  return {
+    // An authenticated session may relay: AUTH is only offered when smtp.auth.enabled (and, by
+    // default, only after STARTTLS), and it checks the password table.
+    mayRelay: (client) => client.user !== null || deps.routing().relayAllowed(client.remoteAddress),
+    recipientAllowed: (rcpt) => deps.routing().recipientAllowed(rcpt),
+    async deliver(msg, rcpt) {
+      const started = performance.now();
+      const sender = msg.envelope.mailFrom;
+      const route = deps.routing().route(rcpt, sender);
+      // The mailers take the bytes synchronously (OutboundMessage.raw); the size is bounded by
+      // smtp.limits.max_message_size, enforced while spooling. Our Received: header is included.
+      const raw = await readFile(msg.rawPath);
+      const result = await deps.relay.deliver({ sender, rcpt, route, message: { queueid: msg.id, raw: () => raw, json: null } });
+      const reply = smtpReply(result);
+      logger.info(
+        {
+          id: msg.id,
+          from: sender,
+          rcpt,
+          ip: msg.envelope.remoteAddress,
+          user: msg.envelope.auth?.user ?? null,
+          size: msg.size,
+          route: route.source,
+          mailer: route.mailer,
+          upstream: result.code,
+          dsn: result.dsn,
+          code: reply.code,
+          ms: Math.round(performance.now() - started),
+        },
+        'relayed message',
+      );
+      const release = () => deps.spool.release(msg);
+      if (reply.code === 250) return { kind: 'accept', reply: `${reply.enhanced} ${reply.text}`, afterReply: release };
+      // transaction.ts releases the spool entry of a refused message before replying.
+      return { kind: 'reject', code: reply.code, enhanced: reply.enhanced, message: reply.text };
+    },
+  };
+}
+
+export interface SmtpReply {
+  code: number;
+  enhanced: string;
+  text: string;
+}
+
+/** The SMTP reply our client gets for the upstream's result (see the table at the top). */
+export function smtpReply(r: ResponseEntry): SmtpReply {
+  const text = replyText(r.message);
+  if (r.command === 'CONN' || r.code === 421) {
+    return { code: 451, enhanced: '4.4.1', text: `Upstream unavailable, try again later${text ? `: ${text}` : ''}` };
+  }
+  const cls = Math.floor(r.code / 100);
+  if (cls === 2) return { code: 250, enhanced: dsnOfClass(r.dsn, 2) ?? '2.0.0', text: text || 'Ok' };
+  if (cls === 4 || cls === 5) return { code: r.code, enhanced: dsnOfClass(r.dsn, cls) ?? `${cls}.0.0`, text: text || 'Upstream refused the message' };
+  return { code: 451, enhanced: '4.3.0', text: `Unexpected upstream reply, try again later${text ? `: ${text}` : ''}` };
+}
+
+/** The enhanced code if it has the reply's class (RFC 3463: they must agree), else null. */
+function dsnOfClass(dsn: string | null, cls: number): string | null {
+  return dsn && /^[245]\.\d{1,3}\.\d{1,3}$/.test(dsn) && dsn.startsWith(`${cls}.`) ? dsn : null;
+}
+
+/** The upstream's reply lines without their codes, as one line. */
+function replyText(lines: readonly string[]): string {
+  const text = lines
+    .map((l) => l.replace(/^[2345]\d\d[ -]?/, '').replace(/^[245]\.\d{1,3}\.\d{1,3}\s*/, '').trim())
+    .filter((l) => l.length > 0)
+    .join(' ');
+  // Control characters never reach a reply line (smtp-server also replaces them).
+  return text.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, MAX_REPLY_TEXT);
+}

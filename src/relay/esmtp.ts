@@ -15,10 +15,8 @@ const MAX_POOLS = 32;
 // Messages per pooled connection before it is recycled (nodemailer's default): long-lived
 // sessions are what upstreams rate-limit and time out.
 const MAX_MESSAGES_PER_CONNECTION = 100;
-// Pause between retries is the route's; this caps it so a typo (sleep: 3600) cannot hold an
-// HTTP request open for an hour.
-const MAX_RETRY_SLEEP_MS = 30_000;
-const MAX_RETRIES = 5;
+// retry, sleep and timeout are used as the route gives them: their bounds are the table
+// schema's (routing/tables.ts), so a value the loader accepts is a value that is honoured.
 
 export interface EsmtpOptions {
   /** Our name in EHLO. */
@@ -114,10 +112,10 @@ export function smtpOptions(route: Route, hostname: string, opportunisticTls = f
 
 /** One transaction per recipient, with the route's retries for connection failures and 4xx. */
 export async function sendWithRetry(d: Delivery, mailer: string, transport: () => Transporter): Promise<ResponseEntry> {
-  const retries = Math.min(Math.max(0, d.route.retry), MAX_RETRIES);
+  const retries = Math.max(0, d.route.retry);
   let result: ResponseEntry = cannotConnect(d.route, d.rcpt);
   for (let attempt = 0; attempt <= retries; attempt++) {
-    if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(d.route.sleepMs, MAX_RETRY_SLEEP_MS)));
+    if (attempt > 0) await new Promise((r) => setTimeout(r, d.route.sleepMs));
     result = await sendOnce(d, mailer, transport());
     // Permanent answers and successes are final; connection failures and 4xx may pass.
     if (result.code < 400 || result.code >= 500) break;
@@ -127,11 +125,17 @@ export async function sendWithRetry(d: Delivery, mailer: string, transport: () =
 
 async function sendOnce(d: Delivery, mailer: string, transport: Transporter): Promise<ResponseEntry> {
   const where = { host: d.route.host, port: d.route.port, rcpt: d.rcpt, mailer };
+  // One overall deadline per attempt, the route's timeout: nodemailer's own timeouts are per
+  // step and restart on every byte, so an upstream trickling its reply would never hit them.
+  // On abort nodemailer closes only the connection carrying this message, not the pool.
+  const deadline = AbortSignal.timeout(d.route.timeoutMs);
   try {
-    const info = (await transport.sendMail({ envelope: { from: d.sender, to: [d.rcpt] }, raw: d.message.raw(d.rcpt) })) as { response?: string };
+    const info = (await transport.sendMail({ envelope: { from: d.sender, to: [d.rcpt] }, raw: d.message.raw(d.rcpt), signal: deadline })) as { response?: string };
     return entryFromReply(info.response ?? '250 2.0.0 OK', { ...where, command: 'DATA' });
   } catch (err) {
     const e = err as SmtpError;
+    // The transaction may have been anywhere (even past the final dot): a temporary failure.
+    if (deadline.aborted) return cannotConnect(where, d.rcpt, `ETIMEDOUT: no final reply within the route's timeout (${d.route.timeoutMs / 1000} s)`);
     if (e.response && e.responseCode) return entryFromReply(e.response, { ...where, command: commandName(e.command), code: e.responseCode });
     const route = { host: d.route.host, port: d.route.port, mailer };
     return cannotConnect(route, d.rcpt, e.code ? `${e.code}: ${e.message ?? ''}`.trim() : undefined);

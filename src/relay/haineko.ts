@@ -3,11 +3,41 @@
  * /submit (another mailwire or a Haineko) and reports that server's answer for the recipient.
  * The loop header travels in `header.x-haineko-loop`, as between Haineko servers.
  */
-import { cannotConnect } from './reply.js';
+import { cannotConnect, MAX_REPLY_LINE_CHARS, MAX_REPLY_LINES } from './reply.js';
 import type { Delivery, ResponseEntry } from './types.js';
 
 // Haineko's default port.
 const DEFAULT_PORT = 2794;
+// The answer is one small JSON document (a few hundred bytes per recipient). The body is read
+// as it arrives and the connection dropped past this, so a broken or hostile upstream cannot
+// make us buffer an endless response.
+export const MAX_RESPONSE_BYTES = 1024 * 1024;
+
+/** The body, or null once it grows past `max` bytes (the caller then aborts the request). */
+async function readBounded(res: Response, max: number): Promise<string | null> {
+  const declared = Number(res.headers.get('content-length'));
+  if (Number.isFinite(declared) && declared > max) return null;
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel().catch(() => undefined);
+      return null;
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** A string field of the upstream's entry, only if it has the expected shape. */
+function field(v: unknown, shape: RegExp): string | null {
+  return typeof v === 'string' && shape.test(v) ? v : null;
+}
 
 export function hainekoUrl(d: Delivery): string {
   const url = d.route.options['url'];
@@ -22,41 +52,57 @@ export async function deliverToHaineko(d: Delivery): Promise<ResponseEntry> {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   const cred = d.route.credentials;
   if (cred) headers['authorization'] = `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString('base64')}`;
+  // The route's timeout bounds the whole exchange, the body included; abort() also drops the
+  // connection when the body is too large.
+  const abort = new AbortController();
+  const signal = AbortSignal.any([abort.signal, AbortSignal.timeout(d.route.timeoutMs)]);
   let res: Response;
   try {
     res = await fetch(hainekoUrl(d), {
       method: 'POST',
       headers,
       body: JSON.stringify({ ...d.message.json, rcpt: [d.rcpt] }),
-      signal: AbortSignal.timeout(d.route.timeoutMs),
+      signal,
       redirect: 'error',
     });
   } catch (err) {
     return cannotConnect(where, d.rcpt, (err as Error).message);
   }
-  let body: unknown;
+  let body: unknown = null;
   try {
-    // The answer is one small JSON document; a huge or broken one is the upstream's fault.
-    const text = await res.text();
-    body = text.length <= 1024 * 1024 ? JSON.parse(text) : null;
-  } catch {
+    const text = await readBounded(res, MAX_RESPONSE_BYTES);
+    if (text === null) {
+      abort.abort();
+      return { ...cannotConnect(where, d.rcpt, `HTTP ${res.status}: response larger than ${MAX_RESPONSE_BYTES / 1024 / 1024} MiB, dropped`), command: 'DATA' };
+    }
+    body = JSON.parse(text);
+  } catch (err) {
+    // A timeout while reading is a failed exchange; broken JSON is handled below as "no response".
+    if (signal.aborted) return { ...cannotConnect(where, d.rcpt, (err as Error).message), command: 'DATA' };
     body = null;
   }
   const list = (body as { response?: unknown } | null)?.response;
   const entries = Array.isArray(list) ? (list as Record<string, unknown>[]) : [];
   const mine = entries.find((e) => typeof e?.['rcpt'] === 'string' && (e['rcpt'] as string).toLowerCase() === d.rcpt.toLowerCase()) ?? entries[0];
   if (!mine) return { ...cannotConnect(where, d.rcpt, `HTTP ${res.status} without a Haineko response`), command: 'DATA' };
-  const code = typeof mine['code'] === 'number' ? mine['code'] : Number(mine['code']) || 0;
-  const message = Array.isArray(mine['message']) ? (mine['message'] as unknown[]).map(String).slice(0, 10) : [];
+  // Only plain values are converted: String() of a parsed {"toString": 1} would throw.
+  const rawCode = typeof mine['code'] === 'string' ? Number(mine['code']) : mine['code'];
+  const code = typeof rawCode === 'number' && Number.isInteger(rawCode) && rawCode >= 0 && rawCode <= 999 ? rawCode : 0;
+  // Echoed to our client: capped as an SMTP reply is (reply.ts).
+  const message = Array.isArray(mine['message'])
+    ? (mine['message'] as unknown[])
+        .slice(0, MAX_REPLY_LINES)
+        .map((l) => (typeof l === 'string' || typeof l === 'number' ? String(l) : '').slice(0, MAX_REPLY_LINE_CHARS))
+    : [];
   return {
-    dsn: typeof mine['dsn'] === 'string' ? mine['dsn'] : null,
+    dsn: field(mine['dsn'], /^[245]\.\d{1,3}\.\d{1,3}$/),
     code,
     host: d.route.host,
     port: d.route.port,
     rcpt: d.rcpt,
     error: mine['error'] === 1 || mine['error'] === '1' || code >= 400 ? 1 : 0,
     mailer: 'Haineko',
-    command: typeof mine['command'] === 'string' ? mine['command'] : 'DATA',
+    command: field(mine['command'], /^[A-Z]{1,16}$/) ?? 'DATA',
     message,
   };
 }

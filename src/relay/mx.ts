@@ -8,7 +8,7 @@ import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import nodemailer from 'nodemailer';
 import type { Route } from '../routing/types.js';
-import { sendWithRetry, smtpOptions } from './esmtp.js';
+import { sendWithRetry, smtpOptions, tlsVerify } from './esmtp.js';
 import { cannotConnect } from './reply.js';
 import type { Delivery, ResponseEntry } from './types.js';
 
@@ -47,6 +47,18 @@ async function exchangers(resolver: Resolver, domain: string): Promise<string[] 
   return mx.sort((a, b) => a.priority - b.priority).map((m) => m.exchange);
 }
 
+/**
+ * TLS towards an exchanger. Without `starttls: 1`, STARTTLS is used when offered and the
+ * certificate is not checked: opportunistic TLS as on the Internet at large (RFC 7435), where
+ * MX certificates are often self-signed or for another name, and refusing them would only push
+ * the mail back to plain text. With `starttls: 1` TLS is required and the certificate must be
+ * valid for the exchanger's name (as for ESMTP; `options: { tls_verify: false }` opts out).
+ */
+export function mxTls(route: Route, exchanger: string) {
+  // SNI carries names only (Node refuses an IP address there).
+  return { rejectUnauthorized: route.starttls && tlsVerify(route), ...(isIP(exchanger) ? {} : { servername: exchanger }), minVersion: 'TLSv1.2' as const };
+}
+
 export async function deliverToMx(d: Delivery, hostname: string): Promise<ResponseEntry> {
   const domain = d.rcpt.slice(d.rcpt.lastIndexOf('@') + 1).toLowerCase();
   const resolver = resolverFor(d.route);
@@ -66,7 +78,7 @@ export async function deliverToMx(d: Delivery, hostname: string): Promise<Respon
       if (tried++ >= MAX_HOSTS) return last;
       const route: Route = { ...d.route, host: address, credentials: null };
       // One connection per delivery: exchangers differ per domain, pooling would not help.
-      const transport = nodemailer.createTransport({ ...smtpOptions(route, hostname, true), tls: { rejectUnauthorized: false, servername: host, minVersion: 'TLSv1.2' } });
+      const transport = nodemailer.createTransport({ ...smtpOptions(route, hostname, true), tls: mxTls(d.route, host) });
       try {
         last = await sendWithRetry({ ...d, route }, 'MX', () => transport);
       } finally {

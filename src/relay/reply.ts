@@ -3,8 +3,8 @@ import type { ResponseEntry } from './types.js';
 
 // A reply line is echoed back to the HTTP client; an upstream that sends pages of text
 // should not make our JSON answer huge.
-const MAX_REPLY_LINES = 10;
-const MAX_REPLY_LINE_CHARS = 512;
+export const MAX_REPLY_LINES = 10;
+export const MAX_REPLY_LINE_CHARS = 512;
 
 /**
  * Haineko's Response->p(): the code and enhanced status code are read from the reply text

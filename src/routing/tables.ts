@@ -21,7 +21,7 @@ const flag = z.union([z.boolean(), z.literal(0), z.literal(1), z.literal('0'), z
 const int = (min: number, max: number, what: string) =>
   z
     .union([z.number(), z.string().regex(/^\d+$/, `must be a whole number (${what})`).transform(Number)])
-    .pipe(z.number().int(`must be a whole number (${what})`).min(min).max(max));
+    .pipe(z.number().int(`must be a whole number (${what})`).min(min).max(max, `at most ${max} (${what})`));
 
 /** Seconds, as Haineko writes them; fractions allowed. */
 const seconds = (max: number, what: string) =>
@@ -47,8 +47,11 @@ export const routeEntrySchema = z
     // '' or 0 (Haineko's "no AUTH") or null: no AUTH.
     auth: z.union([z.string(), z.literal(0), z.null()]).transform((v) => (typeof v === 'string' && v !== '' ? v : null)).optional(),
     starttls: flag.optional(),
-    // A dead upstream holds the /submit request open for (retry + 1) x timeout + retry x sleep:
-    // 10 retries of 10 min each is already far beyond any HTTP client's patience.
+    // The only bounds on these three: the mailers honour any value accepted here, unchanged.
+    // A dead upstream holds the /submit request (or the SMTP client's DATA reply) open for up to
+    // (retry + 1) x timeout + retry x sleep. The bounds refuse typos (sleep: 3600, retry: 100)
+    // while leaving room for a slow upstream: 600 s is RFC 5321's DATA-end timeout, 300 s a
+    // long pause, and 10 retries more than any 4xx deserves within one request.
     retry: int(0, 10, 'retries after the first attempt').optional(),
     sleep: seconds(300, 'pause between attempts').optional(),
     timeout: seconds(600, 'deadline of one attempt').optional(),

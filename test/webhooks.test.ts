@@ -3,20 +3,25 @@
  * receiver on loopback (node:http) that answers what each test needs: 200, 503, 410, nothing
  * at all (not listening), or holding the request open.
  */
+import Database from 'better-sqlite3';
 import { createHash, createHmac } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterEach, describe, expect, it } from 'vitest';
+import { EventBus } from '../src/bus/bus.js';
 import { ConfigError, validateConfig } from '../src/config/load.js';
-import { openSqliteStore } from '../src/store/sqlite-store.js';
-import type { MailEvent } from '../src/events/types.js';
-import { retryDelayMs } from '../src/webhooks/dispatcher.js';
+import { silentLogger } from '../src/log/logger.js';
+import { createMetrics } from '../src/metrics/metrics.js';
+import { openSqliteStore, type SqliteMessageStore } from '../src/store/sqlite-store.js';
+import type { MailEvent, MailRejectedEvent } from '../src/events/types.js';
+import { retryDelayMs, WebhookDispatcher } from '../src/webhooks/dispatcher.js';
 import { verifySignature } from '../src/webhooks/signature.js';
 import type { AttemptJson, DeliveryJson, WebhookInfo } from '../src/webhooks/types.js';
+import { displayUrl } from '../src/webhooks/view.js';
 import { queuedId, startTestApp, storedEvent, waitFor, type TestApp } from './helpers/app.js';
 import { makeEvent } from './helpers/events.js';
 import { freePort } from './helpers/ports.js';
@@ -356,22 +361,27 @@ describe('webhooks', () => {
 
   it('lists webhooks without secrets, and filters deliveries', async () => {
     const r = await receiver();
-    const t = await app([hook(`${r.url()}?token=abc`, { name: 'crm', events: ['mail.received', 'mail.deleted'] }), hook(r.url(), { name: 'other', rcpt: ['nobody@example.test'] })]);
+    // A Slack/Discord/Teams-style url: the token is the path itself.
+    const secretPath = '/services/T0001/B0002/XyZsecretPathToken123';
+    const t = await app([hook(`${r.url()}?token=abc`, { name: 'crm', events: ['mail.received', 'mail.deleted'] }), hook(r.url(secretPath), { name: 'other', rcpt: ['nobody@example.test'] })]);
     const id = await sendMail(t);
     await waitDelivery(t, id, (d) => d.status === 'delivered', 'crm');
     const res = await fetch(`${t.httpUrl}/api/v1/webhooks`);
     const text = await res.text();
     expect(text).not.toContain(SECRET);
     expect(text).not.toContain('token=abc');
+    expect(text).not.toContain('XyZsecretPathToken123');
+    expect(text).not.toContain('/hook');
+    const origin = `http://127.0.0.1:${r.port}`;
     const { items } = JSON.parse(text) as { items: WebhookInfo[] };
     expect(items).toEqual([
       {
-        name: 'crm', url: `${r.url()}?…`, events: ['mail.received', 'mail.deleted'], rcpt: [], domains: [],
+        name: 'crm', url: `${origin}/…`, events: ['mail.received', 'mail.deleted'], rcpt: [], domains: [],
         timeoutMs: 2000, concurrency: 4, maxAttempts: 30, maxAgeS: 86400, maxPending: 10000,
         deliveries: { pending: 0, delivered: 1, failed: 0, gone: 0, cancelled: 0 },
       },
       {
-        name: 'other', url: r.url(), events: ['mail.received'], rcpt: ['nobody@example.test'], domains: [],
+        name: 'other', url: `${origin}/…`, events: ['mail.received'], rcpt: ['nobody@example.test'], domains: [],
         timeoutMs: 2000, concurrency: 4, maxAttempts: 30, maxAgeS: 86400, maxPending: 10000,
         deliveries: { pending: 0, delivered: 0, failed: 0, gone: 0, cancelled: 0 },
       },
@@ -428,10 +438,166 @@ describe('webhooks', () => {
     expect((await deliveriesOf(second, id)).map((d) => d.webhook)).toEqual(['old']);
   });
 
+  it('cancels the pending deliveries of a deleted message at once, not when they next come due', async () => {
+    const port = await freePort(); // down: the delivery stays pending
+    const t = await app([hook(`http://127.0.0.1:${port}/hook`, { backoff_base_ms: 60_000, backoff_max_ms: 60_000 })]);
+    const id = await sendMail(t);
+    const pending = await waitDelivery(t, id, (d) => d.attemptCount === 1);
+    expect(pending.status).toBe('pending');
+    expect(Date.parse(pending.nextAttemptAt!) - Date.now()).toBeGreaterThan(30_000); // next try far away
+    expect((await fetch(`${t.httpUrl}/api/v1/messages/${id}`, { method: 'DELETE' })).status).toBe(204);
+    // Well before the next attempt (48 s at the earliest) and with no attempt made.
+    const cancelled = await waitDelivery(t, id, (d) => d.status !== 'pending', 'hook');
+    expect(cancelled).toMatchObject({ id: pending.id, status: 'cancelled', attemptCount: 1, lastError: 'message deleted before delivery', nextAttemptAt: null });
+    expect((await attemptsOf(t, pending.id)).attempts).toHaveLength(1);
+    const metrics = await (await fetch(`${t.httpUrl}/metrics`)).text();
+    expect(metrics).toContain('mailwire_webhook_deliveries_total{webhook="hook",outcome="cancelled"} 1');
+  });
+
+  it('sends mail.deleted to a filtered webhook by the deleted message\'s recipients, even one not sent mail.received', async () => {
+    const r = await receiver();
+    const t = await app([
+      hook(r.url('/deleted-only'), { name: 'deleted-only', events: ['mail.deleted'], domains: ['example.test'] }),
+      hook(r.url('/by-rcpt'), { name: 'by-rcpt', events: ['mail.deleted'], rcpt: ['other@elsewhere.test'] }),
+    ]);
+    const mine = await sendMail(t, ['user@example.test']);
+    const theirs = await sendMail(t, ['Other@Elsewhere.test']);
+    await storedEvent(t, mine);
+    await storedEvent(t, theirs);
+    for (const id of [mine, theirs]) expect((await fetch(`${t.httpUrl}/api/v1/messages/${id}`, { method: 'DELETE' })).status).toBe(204);
+    await waitDelivery(t, mine, (d) => d.status === 'delivered', 'deleted-only');
+    await waitDelivery(t, theirs, (d) => d.status === 'delivered', 'by-rcpt');
+    expect((await deliveriesOf(t, mine)).map((d) => d.webhook)).toEqual(['deleted-only']);
+    expect((await deliveriesOf(t, theirs)).map((d) => d.webhook)).toEqual(['by-rcpt']);
+    expect(r.requests.map((q) => q.path).sort()).toEqual(['/by-rcpt', '/deleted-only']);
+    // The public event, without the recipients the log keeps for filtering.
+    for (const q of r.requests) {
+      const body = JSON.parse(q.body) as { data: { id: string; at: string } };
+      expect(body).toEqual({ type: 'mail.deleted', data: { type: 'mail.deleted', version: 1, id: body.data.id, at: body.data.at } });
+    }
+  });
+
+  it('keeps buffered mail.rejected events when enqueueing them fails, and sends them once it works again', async () => {
+    const r = await receiver();
+    const t = await app([hook(r.url(), { name: 'rejections', events: ['mail.rejected'] })]);
+    const rejected = (id: string): MailRejectedEvent => ({
+      type: 'mail.rejected', version: 1, id, at: '2026-11-22T10:00:00.000Z', phase: 'rcpt', code: 550, enhancedCode: '5.1.1', reason: 'no such user', envelope: { rcptTo: ['nobody@example.test'] },
+    });
+    // A real write failure of the delivery store, injected from a second connection.
+    const side = new Database(join(t.config.storage.data_dir, 'webhooks.sqlite'));
+    cleanups.push(() => {
+      side.close();
+    });
+    side.exec("CREATE TRIGGER fault BEFORE INSERT ON deliveries BEGIN SELECT RAISE(ABORT, 'injected write failure'); END");
+    const first = '01ARZ3NDEKTSV4RRFFQ69G5FA1';
+    t.app.bus.publish(rejected(first));
+    // The dispatcher's enqueue tick was scheduled (setImmediate) before this one: it has failed.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect((await getJson<{ items: DeliveryJson[] }>(t, '/api/v1/webhooks/deliveries')).items).toEqual([]);
+    side.exec('DROP TRIGGER fault');
+    const second = '01ARZ3NDEKTSV4RRFFQ69G5FA2';
+    t.app.bus.publish(rejected(second));
+    await waitDelivery(t, first, (d) => d.status === 'delivered', 'rejections');
+    await waitDelivery(t, second, (d) => d.status === 'delivered', 'rejections');
+    expect(r.requests.map((q) => (JSON.parse(q.body) as { data: { id: string } }).data.id).sort()).toEqual([first, second]);
+  });
+
   it('answers the API with no webhooks configured', async () => {
     const t = await app([]);
     expect(await getJson(t, '/api/v1/webhooks')).toEqual({ items: [] });
     expect(await getJson(t, '/api/v1/webhooks/deliveries')).toEqual({ items: [], next: null });
+  });
+});
+
+describe('webhook catch-up from the event log', () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  function tempStore(): { dir: string; dataDir: string; store: SqliteMessageStore; raw: string } {
+    const dir = mkdtempSync(join(tmpdir(), 'mailwire-webhooks-log-'));
+    const dataDir = join(dir, 'data');
+    mkdirSync(dataDir, { recursive: true });
+    const store = openSqliteStore(dataDir);
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    cleanups.push(() => store.close());
+    const raw = join(dir, 'raw.eml');
+    writeFileSync(raw, 'Subject: log\r\n\r\nbody\r\n');
+    return { dir, dataDir, store, raw };
+  }
+
+  it('reads entry heads: seq, type, id, time and recipients, a deletion with its message\'s recipients', async () => {
+    const { store, raw } = tempStore();
+    const a = makeEvent({ envelope: { rcptTo: ['A@x.test', 'b@y.test'] } });
+    const b = makeEvent({ envelope: { rcptTo: ['c@z.test'] } });
+    expect(await store.commit(a, raw)).toBe('inserted');
+    expect(await store.commit(b, raw)).toBe('inserted');
+    expect(await store.delete(a.id)).toBe(true);
+    const heads = store.eventHeadsAfter(0, 10);
+    // a's received entry is left out (its message is gone); its deletion follows, with a's recipients.
+    expect(heads).toEqual([
+      { seq: 2, type: 'mail.received', id: b.id, at: b.receivedAt, rcptTo: ['c@z.test'] },
+      { seq: 3, type: 'mail.deleted', id: a.id, at: expect.any(String), rcptTo: ['A@x.test', 'b@y.test'] },
+    ]);
+    expect(store.eventHeadsAfter(2, 10).map((h) => h.seq)).toEqual([3]);
+    expect(store.eventHeadsAfter(0, 1).map((h) => h.seq)).toEqual([2]);
+    expect(store.eventHeadsAfter(3, 10)).toEqual([]);
+    // The public event stays { type, version, id, at }: the recipients are the log's own.
+    expect(store.eventsAfter({ seq: 2 }, 10)).toEqual([{ seq: 3, event: { type: 'mail.deleted', version: 1, id: a.id, at: heads[1]!.at } }]);
+    expect(() => store.eventHeadsAfter(-1, 10)).toThrow(RangeError);
+    expect(() => store.eventHeadsAfter(0, 0)).toThrow(RangeError);
+  });
+
+  it('catches up after downtime over several rounds without loading a whole event from the log', async () => {
+    const { dataDir, store, raw } = tempStore();
+    const r = await new Receiver().listen();
+    cleanups.push(() => r.close());
+    const webhooks = validateConfig({ webhooks: [hook(r.url(), { events: ['mail.received', 'mail.deleted'], domains: ['match.test'] })] }, '/tmp').webhooks;
+    const dispatcher = (s: SqliteMessageStore): WebhookDispatcher =>
+      new WebhookDispatcher({ webhooks, dataDir, store: s, bus: new EventBus(), logger: silentLogger(), metrics: createMetrics({ processMetrics: false }) });
+    // A first run puts the webhook's cursor at the (empty) log's end.
+    const first = dispatcher(store);
+    first.start();
+    await first.stop();
+
+    // While it is down: 300 messages (more than one round of 256), half for the webhook; two deleted.
+    const events = Array.from({ length: 300 }, (_, i) => makeEvent({ envelope: { rcptTo: [i % 2 === 0 ? `u${i}@match.test` : `u${i}@other.test`] } }));
+    expect(new Set(await Promise.all(events.map((e) => store.commit(e, raw))))).toEqual(new Set(['inserted']));
+    const deletedMatching = events[10]!;
+    const deletedOther = events[11]!;
+    expect(await store.delete(deletedMatching.id)).toBe(true);
+    expect(await store.delete(deletedOther.id)).toBe(true);
+
+    // The catch-up may read entry heads and single messages (to send them), never pages of whole events.
+    const tripwire = new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'eventsAfter') return () => { throw new Error('catch-up loaded whole events from the log'); };
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const second = dispatcher(tripwire);
+    second.start();
+    cleanups.push(() => second.stop());
+    const expected = events.filter((e, i) => i % 2 === 0 && e !== deletedMatching).map((e) => e.id);
+    await waitFor(async () => r.requests.length === expected.length + 1);
+    const sent = r.requests.map((q) => JSON.parse(q.body) as { type: string; data: { id: string } });
+    expect(sent.filter((f) => f.type === 'mail.received').map((f) => f.data.id).sort()).toEqual([...expected].sort());
+    expect(sent.filter((f) => f.type === 'mail.deleted').map((f) => f.data.id)).toEqual([deletedMatching.id]);
+    const received = sent.find((f) => f.data.id === expected[0]);
+    expect(received).toEqual({ type: 'mail.received', data: events[0] });
+  });
+});
+
+describe('webhook url display', () => {
+  it('shows the origin only, "/…" standing for a path or query that may hold a token', () => {
+    expect(displayUrl('https://hooks.slack.com/services/T0/B0/secret')).toBe('https://hooks.slack.com/…');
+    expect(displayUrl('https://discord.com/api/webhooks/123/token')).toBe('https://discord.com/…');
+    expect(displayUrl('https://crm.example.org:8443/hook?token=abc')).toBe('https://crm.example.org:8443/…');
+    expect(displayUrl('https://crm.example.org/?token=abc')).toBe('https://crm.example.org/…');
+    expect(displayUrl('https://crm.example.org')).toBe('https://crm.example.org');
+    expect(displayUrl('http://[::1]:3000/')).toBe('http://[::1]:3000');
   });
 });
 

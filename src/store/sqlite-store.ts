@@ -31,6 +31,7 @@ import {
   type CommitResult,
   type EventLog,
   type ListQuery,
+  type LogEntryHead,
   type LoggedEvent,
   type MessagePage,
   type MessageStore,
@@ -105,6 +106,14 @@ interface LogRow {
   event_json: string | null;
 }
 
+interface LogHeadRow {
+  seq: number;
+  type: LogEntryHead['type'];
+  id: string;
+  at: string;
+  rcpt_json: string | null;
+}
+
 function formatAddresses(list: readonly AddressInfo[]): string {
   return list.map((a) => (a.name ? `${a.name} <${a.address}>` : a.address)).join(', ');
 }
@@ -174,6 +183,8 @@ class SqliteStore implements SqliteMessageStore {
   readonly #deleteMessage: Database.Statement<[string]>;
   readonly #deleteRcpts: Database.Statement<[string]>;
   readonly #selectLogAfter: Database.Statement<[number, number], LogRow>;
+  readonly #selectLogHeadsAfter: Database.Statement<[number, number], LogHeadRow>;
+  readonly #selectRcpts: Database.Statement<[string], { rcpt_json: string }>;
   readonly #selectLastSeq: Database.Statement<[], { seq: number }>;
   readonly #ping: Database.Statement<[], { ok: number }>;
   readonly #insertTx: (event: MailEvent) => CommitResult;
@@ -239,6 +250,18 @@ class SqliteStore implements SqliteMessageStore {
        WHERE e.seq > ? AND (e.type <> 'mail.received' OR m.id IS NOT NULL)
        ORDER BY e.seq LIMIT ?`,
     );
+    // The same entries, without the events: the recipients come from messages.rcpt_json (a
+    // column before event_json, so SQLite never reads the event's overflow pages) or from a
+    // deletion's own small log entry.
+    this.#selectLogHeadsAfter = db.prepare(
+      `SELECT e.seq, e.type, e.id, e.at,
+              CASE WHEN e.type = 'mail.received' THEN m.rcpt_json ELSE json_extract(e.json, '$.rcptTo') END AS rcpt_json
+         FROM events e
+         LEFT JOIN messages m ON e.type = 'mail.received' AND m.id = e.id
+       WHERE e.seq > ? AND (e.type <> 'mail.received' OR m.id IS NOT NULL)
+       ORDER BY e.seq LIMIT ?`,
+    );
+    this.#selectRcpts = db.prepare('SELECT rcpt_json FROM messages WHERE id = ?');
     this.#selectLastSeq = db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM events');
     this.#ping = db.prepare('SELECT 1 AS ok');
 
@@ -260,10 +283,15 @@ class SqliteStore implements SqliteMessageStore {
     this.#insertBatchTx = (events) => insertBatchTx.immediate(events);
 
     const deleteTx = db.transaction((id: string, at: string): boolean => {
-      if (this.#deleteMessage.run(id).changes === 0) return false;
+      const rcpts = this.#selectRcpts.get(id);
+      if (!rcpts || this.#deleteMessage.run(id).changes === 0) return false;
       this.#deleteRcpts.run(id);
       const event: MailDeletedEvent = { type: 'mail.deleted', version: 1, id, at };
-      this.#insertLog.run(event.type, id, at, JSON.stringify(event));
+      // The log entry also keeps the deleted message's envelope recipients (rcptTo), so a
+      // webhook filtered on recipients can tell whether the deletion concerns it, however long
+      // ago the message came. They are not part of the public event: eventsAfter() leaves them out.
+      const rcptTo = JSON.parse(rcpts.rcpt_json) as string[];
+      this.#insertLog.run(event.type, id, at, JSON.stringify({ ...event, rcptTo }));
       return true;
     });
     this.#deleteTx = (id, at) => deleteTx.immediate(id, at);
@@ -469,8 +497,24 @@ class SqliteStore implements SqliteMessageStore {
     return this.#selectLogAfter.all(after, limit).map((row) => {
       const json = row.type === 'mail.received' ? row.event_json : row.json;
       if (json === null) throw new Error(`event log entry ${row.seq} has no event`);
-      return { seq: row.seq, event: JSON.parse(json) as LoggedEvent['event'] };
+      if (row.type === 'mail.received') return { seq: row.seq, event: JSON.parse(json) as MailEvent };
+      // Only the public fields: the entry also holds the deleted message's recipients.
+      const { id, at } = JSON.parse(json) as MailDeletedEvent;
+      const event: MailDeletedEvent = { type: 'mail.deleted', version: 1, id, at };
+      return { seq: row.seq, event };
     });
+  }
+
+  eventHeadsAfter(seq: number, limit: number): LogEntryHead[] {
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError('eventHeadsAfter: limit must be a positive integer');
+    if (!Number.isSafeInteger(seq) || seq < 0) throw new RangeError('eventHeadsAfter: seq must be >= 0');
+    return this.#selectLogHeadsAfter.all(seq, limit).map((row) => ({
+      seq: row.seq,
+      type: row.type,
+      id: row.id,
+      at: row.at,
+      rcptTo: row.rcpt_json === null ? null : (JSON.parse(row.rcpt_json) as string[]),
+    }));
   }
 
   lastEventSeq(): number {

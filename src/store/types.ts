@@ -81,6 +81,22 @@ export interface LoggedEvent {
   event: MailEvent | MailDeletedEvent;
 }
 
+/** One event-log entry without its event (see EventLog.eventHeadsAfter). */
+export interface LogEntryHead {
+  seq: number;
+  type: 'mail.received' | 'mail.deleted';
+  /** The message's id (for mail.deleted: the id of the message deleted). */
+  id: string;
+  /** receivedAt, or when the message was deleted. */
+  at: string;
+  /**
+   * The message's envelope recipients; for mail.deleted, those of the message deleted (kept in
+   * the log for filtered webhooks, not part of the public event). null for a deletion logged
+   * before the store recorded them.
+   */
+  rcptTo: string[] | null;
+}
+
 /**
  * The store's append-only log of mail.received and mail.deleted, in commit order, so the
  * WebSocket feed can replay what a client missed (`?since=<id>`) before going live.
@@ -92,6 +108,12 @@ export interface EventLog {
    * mail.deleted entry follows later in the log. null when `since` is an id the log never saw.
    */
   eventsAfter(since: { seq: number } | { id: string }, limit: number): LoggedEvent[] | null;
+  /**
+   * Like eventsAfter({ seq }), but only what a consumer needs to route an entry (the webhooks):
+   * no event is loaded or parsed, so a page costs a few hundred bytes per entry, not up to the
+   * size of each message's event.
+   */
+  eventHeadsAfter(seq: number, limit: number): LogEntryHead[];
   /** seq of the newest entry, 0 when the log is empty (where a live feed starts). */
   lastEventSeq(): number;
 }

@@ -54,6 +54,29 @@ export interface NewDelivery {
   payload: string | null;
 }
 
+/** One enqueue transaction's work (see WebhookDeliveryStore.enqueue). */
+export interface EnqueueBatch {
+  items: readonly NewDelivery[];
+  /** New cursor positions, by webhook. */
+  cursors: ReadonlyMap<string, number>;
+  /** max_pending, by webhook. */
+  caps: ReadonlyMap<string, number>;
+  /** Ids of messages deleted: their pending mail.received deliveries are cancelled. */
+  deleted: readonly string[];
+  /** Deliveries with an attempt in flight: left to finish (cancelling cannot call them back). */
+  inflight: ReadonlySet<number>;
+}
+
+export interface EnqueueResult {
+  /** Pending deliveries failed for the queue cap, by webhook. */
+  dropped: Map<string, number>;
+  /** Pending deliveries cancelled because their message was deleted, by webhook. */
+  cancelled: Map<string, number>;
+}
+
+/** lastError of a mail.received delivery whose message was deleted while it was pending. */
+export const DELETED_REASON = 'message deleted before delivery';
+
 export type AttemptResult = { status: 'pending'; nextAttemptAt: number } | { status: Exclude<DeliveryStatus, 'pending'> };
 
 export interface DeliveryQuery {
@@ -152,7 +175,7 @@ function toDelivery(r: DeliveryRow): Delivery {
 export class WebhookDeliveryStore {
   readonly #db: Database.Database;
   readonly #stmts;
-  readonly #enqueueTx: (items: readonly NewDelivery[], cursors: ReadonlyMap<string, number>, caps: ReadonlyMap<string, number>, now: number) => Map<string, number>;
+  readonly #enqueueTx: (batch: EnqueueBatch, now: number) => EnqueueResult;
   readonly #attemptTx: (seq: number, attempt: AttemptRecord, result: AttemptResult) => void;
   readonly #pruneTx: (olderThan: number, keep: number) => number;
   readonly #listStatements = new Map<string, Database.Statement<Record<string, unknown>, DeliveryRow>>();
@@ -207,8 +230,8 @@ export class WebhookDeliveryStore {
       attempts: db.prepare<[number], { n: number; at: number; ms: number; status: number | null; error: string | null; response: string | null }>(
         'SELECT n, at, ms, status, error, response FROM attempts WHERE delivery_seq = ? ORDER BY n',
       ),
-      hasReceived: db.prepare<[string, string], { one: number }>(
-        "SELECT 1 AS one FROM deliveries WHERE event_id = ? AND webhook = ? AND event_type = 'mail.received' LIMIT 1",
+      pendingReceived: db.prepare<[string], { seq: number; webhook: string }>(
+        "SELECT seq, webhook FROM deliveries WHERE event_id = ? AND event_type = 'mail.received' AND status = 'pending'",
       ),
       counts: db.prepare<[], { webhook: string; status: DeliveryStatus; n: number }>('SELECT webhook, status, count(*) AS n FROM deliveries GROUP BY webhook, status'),
       webhooks: db.prepare<[], { webhook: string }>('SELECT DISTINCT webhook FROM deliveries'),
@@ -231,10 +254,20 @@ export class WebhookDeliveryStore {
     };
     this.#stmts = s;
 
-    // Returns, per webhook, how many pending deliveries were dropped for the queue cap.
-    const enqueueTx = db.transaction((items: readonly NewDelivery[], cursors: ReadonlyMap<string, number>, caps: ReadonlyMap<string, number>, now: number) => {
+    const enqueueTx = db.transaction((batch: EnqueueBatch, now: number): EnqueueResult => {
+      const { items, cursors, caps } = batch;
       const pending = new Map<string, number>();
       const dropped = new Map<string, number>();
+      const cancelled = new Map<string, number>();
+      // First, so the cancelled no longer count against the cap below. Per message deleted, at
+      // most one row per webhook (the index on event_id finds them).
+      for (const eventId of batch.deleted) {
+        for (const row of s.pendingReceived.all(eventId)) {
+          if (batch.inflight.has(row.seq)) continue;
+          s.finish.run('cancelled', now, DELETED_REASON, row.seq);
+          cancelled.set(row.webhook, (cancelled.get(row.webhook) ?? 0) + 1);
+        }
+      }
       for (const item of items) {
         let count = pending.get(item.webhook) ?? s.pendingCount.get(item.webhook)?.n ?? 0;
         const cap = caps.get(item.webhook) ?? Infinity;
@@ -251,9 +284,9 @@ export class WebhookDeliveryStore {
         pending.set(item.webhook, count + info.changes);
       }
       for (const [webhook, seq] of cursors) s.setCursor.run(webhook, seq);
-      return dropped;
+      return { dropped, cancelled };
     });
-    this.#enqueueTx = (items, cursors, caps, now) => enqueueTx.immediate(items, cursors, caps, now);
+    this.#enqueueTx = (batch, now) => enqueueTx.immediate(batch, now);
 
     this.#attemptTx = db.transaction((seq: number, a: AttemptRecord, result: AttemptResult) => {
       s.insertAttempt.run(seq, a.n, a.at, a.ms, a.status, a.error, a.response);
@@ -286,11 +319,12 @@ export class WebhookDeliveryStore {
   }
 
   /**
-   * Inserts deliveries (once per webhook and log seq) and moves cursors, in one transaction.
-   * Past a webhook's cap (`caps`), its oldest pending deliveries fail to make room.
+   * In one transaction: cancels the pending mail.received deliveries of deleted messages,
+   * inserts deliveries (once per webhook and log seq) and moves cursors. Past a webhook's cap,
+   * its oldest pending deliveries fail to make room.
    */
-  enqueue(items: readonly NewDelivery[], cursors: ReadonlyMap<string, number>, caps: ReadonlyMap<string, number>, now: number): Map<string, number> {
-    return this.#enqueueTx(items, cursors, caps, now);
+  enqueue(batch: EnqueueBatch, now: number): EnqueueResult {
+    return this.#enqueueTx(batch, now);
   }
 
   /** Pending deliveries of a webhook whose time has come, oldest due first. */
@@ -316,10 +350,6 @@ export class WebhookDeliveryStore {
   /** Records one attempt and what follows from it, together. */
   recordAttempt(seq: number, attempt: AttemptRecord, result: AttemptResult): void {
     this.#attemptTx(seq, attempt, result);
-  }
-
-  hasReceivedDelivery(webhook: string, eventId: string): boolean {
-    return this.#stmts.hasReceived.get(eventId, webhook) !== undefined;
   }
 
   get(id: string): { delivery: Delivery; attempts: AttemptRecord[] } | null {

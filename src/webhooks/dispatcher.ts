@@ -16,19 +16,33 @@ import { existsSync } from 'node:fs';
 import type { Agent } from 'node:http';
 import type { EventBus } from '../bus/bus.js';
 import type { WebhookConfig } from '../config/sections/webhooks.js';
-import type { AnyEvent, MailRejectedEvent } from '../events/types.js';
+import type { AnyEvent, MailDeletedEvent, MailRejectedEvent } from '../events/types.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
-import type { EventLog, MessageStore } from '../store/types.js';
-import { deliveryStorePath, openWebhookDeliveryStore, type AttemptResult, type Delivery, type NewDelivery, type WebhookDeliveryStore } from '../store/webhook-deliveries.js';
-import { eventRecipients, WebhookFilter } from './filter.js';
+import type { EventLog, LogEntryHead, MessageStore } from '../store/types.js';
+import {
+  DELETED_REASON,
+  deliveryStorePath,
+  openWebhookDeliveryStore,
+  type AttemptResult,
+  type Delivery,
+  type NewDelivery,
+  type WebhookDeliveryStore,
+} from '../store/webhook-deliveries.js';
+import { WebhookFilter } from './filter.js';
 import { createAgent, send, type SendOutcome } from './send.js';
 import { signPayload } from './signature.js';
 import { MAILWIRE_VERSION } from './version.js';
 import { WebhooksApi } from './view.js';
 
-/** Log entries read per catch-up round; rounds yield to the event loop between them. */
+/**
+ * Log entries read per catch-up round; rounds yield to the event loop between them. A round
+ * reads entry heads only (seq, type, id, time, recipients: ~100 bytes plus ~40 per recipient),
+ * never the events, so even a catch-up after days down holds well under a few MiB at a time.
+ */
 const CATCH_UP_BATCH = 256;
+/** Wait before enqueueing or pumping again after the delivery store failed (a locked or full disk). */
+const RETRY_AFTER_ERROR_MS = 5000;
 /**
  * mail.rejected events waiting for the next enqueue tick. A flood of rejections (a dictionary
  * attack) arrives faster than nothing; beyond this they are dropped and counted.
@@ -80,6 +94,7 @@ export class WebhookDispatcher {
   #unsubscribe: (() => void) | null = null;
   #tickScheduled = false;
   #timer: NodeJS.Timeout | null = null;
+  #retryTick: NodeJS.Timeout | null = null;
   #pruneTimer: NodeJS.Timeout | null = null;
   #stopping = false;
   #api: WebhooksApi | null = null;
@@ -136,6 +151,7 @@ export class WebhookDispatcher {
     this.#stopping = true;
     this.#unsubscribe?.();
     if (this.#timer) clearTimeout(this.#timer);
+    if (this.#retryTick) clearTimeout(this.#retryTick);
     if (this.#pruneTimer) clearInterval(this.#pruneTimer);
     this.#stop.abort();
     await Promise.allSettled([...this.#running]);
@@ -166,52 +182,76 @@ export class WebhookDispatcher {
         const more = this.#enqueue();
         if (more) this.#scheduleTick();
       } catch (err) {
-        this.#log.error({ err }, 'enqueueing webhook deliveries failed; retried on the next event or start');
+        // Nothing is lost: the cursors did not move and buffered rejections are kept.
+        this.#log.error({ err }, 'enqueueing webhook deliveries failed; retrying shortly');
+        this.#retryTick ??= setTimeout(() => {
+          this.#retryTick = null;
+          this.#scheduleTick();
+        }, RETRY_AFTER_ERROR_MS).unref();
       }
       this.#pump();
     });
   }
 
-  /** One round of catch-up from the event log (plus buffered rejections). True if there is more. */
+  /**
+   * One round of catch-up from the event log (plus buffered rejections). True if there is more.
+   * A mail.deleted seen here also cancels that message's pending mail.received deliveries, in
+   * the same transaction, whether or not any webhook asks for mail.deleted.
+   */
   #enqueue(): boolean {
     const db = this.#db;
     if (!db) return false;
     const cursors = new Map(this.#hooks.map((h) => [h.config.name, db.cursor(h.config.name) ?? 0]));
     const from = Math.min(...cursors.values());
-    const entries = this.#deps.store.eventsAfter({ seq: from }, CATCH_UP_BATCH) ?? [];
+    const heads = this.#deps.store.eventHeadsAfter(from, CATCH_UP_BATCH);
     const items: NewDelivery[] = [];
-    for (const { seq, event } of entries) {
+    const deleted: string[] = [];
+    for (const head of heads) {
+      if (head.type === 'mail.deleted') deleted.push(head.id);
       for (const hook of this.#hooks) {
-        if (seq > (cursors.get(hook.config.name) ?? 0) && this.#wants(hook, event)) {
-          items.push({ webhook: hook.config.name, eventType: event.type, eventId: event.id, logSeq: seq, payload: event.type === 'mail.received' ? null : frame(event) });
+        if (head.seq > (cursors.get(hook.config.name) ?? 0) && this.#wants(hook, head.type, head.rcptTo)) {
+          // mail.received is read from the store when sent (it can be MiBs); a deletion is tiny.
+          const payload = head.type === 'mail.received' ? null : frame(deletedEvent(head));
+          items.push({ webhook: hook.config.name, eventType: head.type, eventId: head.id, logSeq: head.seq, payload });
         }
       }
     }
-    for (const event of this.#rejected.splice(0)) {
+    // Taken out of the buffer only once their transaction has committed: a failed enqueue
+    // leaves them for the next round (the buffer stays bounded: #onEvent drops past the cap).
+    const rejected = this.#rejected.slice();
+    for (const event of rejected) {
       for (const hook of this.#hooks) {
-        if (this.#wants(hook, event)) items.push({ webhook: hook.config.name, eventType: event.type, eventId: event.id, logSeq: null, payload: frame(event) });
+        if (this.#wants(hook, event.type, event.envelope.rcptTo ?? [])) {
+          items.push({ webhook: hook.config.name, eventType: event.type, eventId: event.id, logSeq: null, payload: frame(event) });
+        }
       }
     }
-    const last = entries[entries.length - 1]?.seq;
+    const last = heads[heads.length - 1]?.seq;
     const moved = new Map<string, number>();
     if (last !== undefined) for (const [name, seq] of cursors) if (seq < last) moved.set(name, last);
-    if (items.length === 0 && moved.size === 0) return false;
-    const caps = new Map(this.#hooks.map((h) => [h.config.name, h.config.max_pending]));
-    const dropped = db.enqueue(items, moved, caps, Date.now());
-    for (const [webhook, n] of dropped) {
-      this.#outcomes.inc({ webhook, outcome: 'dropped' }, n);
-      this.#log.warn({ webhook, dropped: n }, 'webhook queue full: oldest pending deliveries dropped');
+    if (items.length > 0 || moved.size > 0 || deleted.length > 0) {
+      const caps = new Map(this.#hooks.map((h) => [h.config.name, h.config.max_pending]));
+      const inflight = new Set(this.#hooks.flatMap((h) => [...h.inflight]));
+      const { dropped, cancelled } = db.enqueue({ items, cursors: moved, caps, deleted, inflight }, Date.now());
+      for (const [webhook, n] of dropped) {
+        this.#outcomes.inc({ webhook, outcome: 'dropped' }, n);
+        this.#log.warn({ webhook, dropped: n }, 'webhook queue full: oldest pending deliveries dropped');
+      }
+      for (const [webhook, n] of cancelled) this.#outcomes.inc({ webhook, outcome: 'cancelled' }, n);
     }
-    return entries.length === CATCH_UP_BATCH;
+    this.#rejected.splice(0, rejected.length);
+    return heads.length === CATCH_UP_BATCH;
   }
 
-  #wants(hook: Hook, event: AnyEvent): boolean {
-    if (!hook.filter.wantsType(event.type)) return false;
-    const rcpts = eventRecipients(event);
-    // mail.deleted carries no recipients: a filtered webhook hears of the deletion of a message
-    // only if it was sent that message.
-    if (rcpts === null) return !hook.filter.filtered || (this.#db?.hasReceivedDelivery(hook.config.name, event.id) ?? false);
-    return hook.filter.matchesRecipients(rcpts);
+  /**
+   * Whether a webhook takes an event of this type with these envelope recipients. Every event
+   * type is filtered the same way: mail.deleted by the recipients of the message deleted. A
+   * deletion logged before the store kept those (null) goes only to unfiltered webhooks.
+   */
+  #wants(hook: Hook, type: string, rcptTo: readonly string[] | null): boolean {
+    if (!hook.filter.wantsType(type)) return false;
+    if (rcptTo === null) return !hook.filter.filtered;
+    return hook.filter.matchesRecipients(rcptTo);
   }
 
   /** Starts every due delivery a webhook has room for, then sleeps until the next one is due. */
@@ -220,6 +260,18 @@ export class WebhookDispatcher {
     if (!db || this.#stopping) return;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
+    try {
+      this.#pumpOnce(db);
+    } catch (err) {
+      // The delivery store failed (locked past busy_timeout, disk full, ...): nothing is lost,
+      // every pending delivery is still there; try again a little later.
+      this.#log.error({ err }, 'starting webhook deliveries failed; retrying shortly');
+      if (this.#timer) clearTimeout(this.#timer);
+      this.#timer = setTimeout(() => this.#pump(), RETRY_AFTER_ERROR_MS).unref();
+    }
+  }
+
+  #pumpOnce(db: WebhookDeliveryStore): void {
     const now = Date.now();
     let wake = Infinity;
     for (const hook of this.#hooks) {
@@ -254,7 +306,7 @@ export class WebhookDispatcher {
     const body = this.#body(delivery);
     if (body === null) {
       // Deleted before it could go: the user removed it, so it does not leave the box now.
-      db.finish(delivery.seq, 'cancelled', Date.now(), 'message deleted before delivery');
+      db.finish(delivery.seq, 'cancelled', Date.now(), DELETED_REASON);
       this.#outcomes.inc({ webhook: name, outcome: 'cancelled' });
       return;
     }
@@ -327,6 +379,11 @@ export class WebhookDispatcher {
       this.#log.warn({ err }, 'pruning webhook deliveries failed');
     }
   }
+}
+
+/** The public mail.deleted event of a log entry (the entry's recipients are not part of it). */
+function deletedEvent(head: LogEntryHead): MailDeletedEvent {
+  return { type: 'mail.deleted', version: 1, id: head.id, at: head.at };
 }
 
 function frame(event: AnyEvent): string {

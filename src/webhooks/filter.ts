@@ -1,5 +1,4 @@
 /** Which events a webhook receives: its event types, then its recipient and domain filters. */
-import type { AnyEvent } from '../events/types.js';
 import type { WebhookConfig } from '../config/sections/webhooks.js';
 
 export class WebhookFilter {
@@ -32,14 +31,4 @@ export class WebhookFilter {
       return at >= 0 && this.#domains.has(address.slice(at + 1));
     });
   }
-}
-
-/**
- * The envelope recipients an event carries; null for mail.deleted, which carries none (the
- * dispatcher then asks whether the webhook was sent the message's mail.received).
- */
-export function eventRecipients(event: AnyEvent): readonly string[] | null {
-  if (event.type === 'mail.received') return event.envelope.rcptTo;
-  if (event.type === 'mail.rejected') return event.envelope.rcptTo ?? [];
-  return null;
 }

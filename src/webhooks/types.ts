@@ -6,7 +6,7 @@ export type { DeliveryStatus };
 /** A configured webhook as the API shows it: never the secret. */
 export interface WebhookInfo {
   name: string;
-  /** Without its query string, which often carries a token. */
+  /** Its origin only ("https://hooks.slack.com/…"): path and query often carry a token. */
   url: string;
   events: string[];
   rcpt: string[];

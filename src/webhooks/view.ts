@@ -29,10 +29,14 @@ export function deliveryJson(d: Delivery): DeliveryJson {
   };
 }
 
-/** The url without query string or fragment: tokens often ride there, and the API is not the config. */
-function displayUrl(url: string): string {
+/**
+ * The url's origin only, with "/…" standing for whatever follows. Tokens ride in the query
+ * string and, for Slack, Discord or Teams incoming webhooks, in the path itself: the path is
+ * as secret as the secret, and the API is not the config. The webhook's name tells them apart.
+ */
+export function displayUrl(url: string): string {
   const u = new URL(url);
-  return `${u.origin}${u.pathname}${u.search ? '?…' : ''}`;
+  return u.pathname === '/' && u.search === '' ? u.origin : `${u.origin}/…`;
 }
 
 export class WebhooksApi implements WebhooksView {

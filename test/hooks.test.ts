@@ -208,11 +208,25 @@ describe('hooks at connect, helo, mail, rcpt, data and unknown', () => {
     await c.command('MAIL FROM:<spammer@bad.test>');
     c.close();
     const ev = (await waitFor(async () =>
-      h.events.find((e) => e.type === 'mail.rejected' && e.envelope.mailFrom === '' && e.reason === 'Sender blocked' && e.envelope.helo === 'client.test'),
+      h.events.find((e) => e.type === 'mail.rejected' && e.reason === 'Sender blocked' && e.envelope.helo === 'client.test'),
     )) as MailRejectedEvent;
     expect(ev).toMatchObject({ type: 'mail.rejected', version: 1, phase: 'mail', code: 550, enhancedCode: '5.7.1', hook: 'policy' });
-    expect(ev.envelope).toMatchObject({ remoteAddress: '127.0.0.1', rcptTo: [], tls: null, auth: null });
+    // The refused sender is named (it never entered the session's envelope).
+    expect(ev.envelope).toMatchObject({ mailFrom: 'spammer@bad.test', remoteAddress: '127.0.0.1', rcptTo: [], tls: null, auth: null });
     expect(ev.id).toMatch(/^[0-9A-Z]{26}$/);
+  });
+
+  it('names the refused recipient in mail.rejected, after the accepted ones', async () => {
+    const c = await openSession(h.t.smtpPort);
+    expect((await c.command('MAIL FROM:<named@x.test>')).code).toBe(250);
+    expect((await c.command('RCPT TO:<first@x.test>')).code).toBe(250);
+    expect(line(await c.command('RCPT TO:<nobody@named.test>'))).toBe('550 5.1.1 No such user');
+    c.close();
+    const ev = (await waitFor(async () =>
+      h.events.find((e) => e.type === 'mail.rejected' && e.phase === 'rcpt' && e.envelope.mailFrom === 'named@x.test'),
+    )) as MailRejectedEvent;
+    expect(ev).toMatchObject({ phase: 'rcpt', code: 550, enhancedCode: '5.1.1', reason: 'No such user', hook: 'policy' });
+    expect(ev.envelope.rcptTo).toEqual(['first@x.test', 'nobody@named.test']);
   });
 
   it('logs each non-continue verdict once with the hook name and time', async () => {
@@ -354,6 +368,46 @@ describe('hooks over the DATA stream: header, eoh, body; abort and close', () =>
     c.close();
     expect(await waitForLog(h, (l) => l.msg === 'abort seen' && l.from === 'gone@x.test')).toMatchObject({ phase: 'abort' });
     expect(await waitForLog(h, (l) => l.msg === 'close seen' && l.helo === 'abort.test')).toMatchObject({ phase: 'close' });
+  });
+});
+
+const TLS_ABORT = `
+export default {
+  name: 'tls-abort',
+  // The first abort is slow: a command sent meanwhile must not see the transaction still open.
+  async abort(ctx) {
+    const n = ((ctx.scratch.get('aborts') as number | undefined) ?? 0) + 1;
+    ctx.scratch.set('aborts', n);
+    if (n === 1) await new Promise((resolve) => setTimeout(resolve, 300));
+    ctx.log.info('abort ran', { from: ctx.envelope.mailFrom?.address ?? null, n, tls: ctx.session.tls !== null });
+  },
+  close(ctx) {
+    ctx.log.info('close seen', { helo: ctx.session.helo, tls: ctx.session.tls !== null });
+  },
+};
+`;
+
+describe('STARTTLS inside an open transaction', () => {
+  let h: HookApp;
+  beforeAll(async () => {
+    h = await startHookApp({ 'tls-abort.ts': TLS_ABORT }, { abort: ['tls-abort.ts'], close: ['tls-abort.ts'] });
+  });
+  afterAll(async () => h.stop());
+
+  it('runs abort once, on the transaction it ended, and keeps the EHLO sent while it runs', async () => {
+    const c = await openSession(h.t.smtpPort, 'plain.test');
+    expect((await c.command('MAIL FROM:<tls@x.test>')).code).toBe(250);
+    expect((await c.command('RCPT TO:<r@x.test>')).code).toBe(250);
+    expect((await c.command('STARTTLS')).code).toBe(220);
+    await c.startTls();
+    // Sent at once, while the slow abort of the STARTTLS reset is still running.
+    expect((await c.command('EHLO new.test')).code).toBe(250);
+    const aborted = await waitForLog(h, (l) => l.msg === 'abort ran' && l.from === 'tls@x.test');
+    // The abort hook saw the session as it was when the transaction ended (before TLS).
+    expect(aborted).toMatchObject({ n: 1, tls: false });
+    c.close();
+    expect(await waitForLog(h, (l) => l.msg === 'close seen')).toMatchObject({ helo: 'new.test', tls: true });
+    expect(h.logs.filter((l) => l.msg === 'abort ran')).toHaveLength(1);
   });
 });
 

@@ -16,7 +16,7 @@ import { Spool } from '../src/spool/spool.js';
 
 vi.mock('node:fs/promises', async (importOriginal) => {
   const actual = await importOriginal<typeof import('node:fs/promises')>();
-  return { ...actual, open: vi.fn(actual.open) };
+  return { ...actual, open: vi.fn(actual.open), rename: vi.fn(actual.rename) };
 });
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
@@ -260,6 +260,54 @@ describe('Spool.commit', () => {
     await expect(spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now')).rejects.toThrow('EIO');
     expect(readdirSync(spool.incomingDir).filter((n) => n.endsWith('.json'))).toEqual([]);
     expect(await spool.recover()).toEqual([]);
+  });
+
+  describe('replace (an eom hook edited the message, before any reply)', () => {
+    const edited: Envelope = { ...envelope, rcptTo: ['kept@example.net'] };
+
+    async function rewrite(id: string, body: string) {
+      const writer = spool.writer(id, { maxSize: 1 << 20, bareNewline: 'reject' });
+      writer.end(Buffer.from(body));
+      await once(writer, 'finish');
+      const outcome = writer.outcome();
+      if (outcome.kind !== 'ok') throw new Error(outcome.kind);
+      return { writer, outcome };
+    }
+
+    it('leaves one consistent entry: the new bytes with the new envelope', async () => {
+      const { writer, outcome } = await write('Subject: old\r\n\r\nx\r\n');
+      const first = await spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now');
+      const again = await rewrite(first.id, 'Subject: new\r\n\r\nx\r\n');
+      const msg = await spool.replace(again.writer, again.outcome.size, again.outcome.sha256, edited, 'now');
+      expect(readdirSync(spool.tmpDir)).toEqual([]);
+      expect(readdirSync(spool.incomingDir).sort()).toEqual([`${msg.id}.eml`, `${msg.id}.json`]);
+      expect(await new Spool(dir).recover()).toEqual([msg]);
+      expect(readFileSync(msg.rawPath, 'utf8')).toBe('Subject: new\r\n\r\nx\r\n');
+      expect(msg).toMatchObject({ envelope: edited, sha256: again.outcome.sha256 });
+    });
+
+    it('a crash between the two renames never pairs the new bytes with the old envelope record', async () => {
+      const { writer, outcome } = await write('Subject: old\r\n\r\nx\r\n');
+      const first = await spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now');
+      const again = await rewrite(first.id, 'Subject: new, for fewer recipients\r\n\r\nx\r\n');
+      // The process dies right after the message file is renamed into incoming/: the rename
+      // happens, nothing after it does.
+      const realRename = (await vi.importActual<typeof import('node:fs/promises')>('node:fs/promises')).rename;
+      vi.mocked(fsp.rename).mockImplementationOnce(async (from, to) => {
+        await realRename(from, to);
+        expect(String(to)).toBe(first.rawPath);
+        throw new Error('simulated crash');
+      });
+      await expect(spool.replace(again.writer, again.outcome.size, again.outcome.sha256, edited, 'now')).rejects.toThrow('simulated crash');
+      // The next start: the client was never answered (eom runs before the reply), so dropping
+      // the entry is right; recovering the old envelope with the edited bytes is not.
+      const recovered = await new Spool(dir).recover();
+      for (const m of recovered) {
+        expect(createHash('sha256').update(readFileSync(m.rawPath)).digest('hex')).toBe(m.sha256);
+      }
+      expect(recovered).toEqual([]);
+      expect(readdirSync(spool.incomingDir)).toEqual([]);
+    });
   });
 
   it('does not resolve when the message file cannot be synced', async () => {

@@ -188,8 +188,3 @@ export interface PhaseContexts {
   close: HookContext;
   unknown: UnknownContext;
 }
-
-/** Identity helper for hooks that prefer a function over `satisfies Hook`. */
-export function defineHook<H extends Hook>(hook: H): H {
-  return hook;
-}

@@ -8,6 +8,7 @@ import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { EditError, type HeaderOp } from './edits.js';
+import { rawFields } from './fields.js';
 
 // The header block an edit may touch. Real header blocks are a few KiB; 1 MiB covers long
 // Received chains and DKIM-heavy mail and bounds what is held in memory for one message.
@@ -67,14 +68,7 @@ async function readHeaderBlock(rawPath: string): Promise<{ block: string; bodyOf
 }
 
 function splitFields(block: string): Field[] {
-  const fields: Field[] = [];
-  for (const line of block.split(/(?<=\r\n)/)) {
-    if (!line) continue;
-    const last = fields[fields.length - 1];
-    if ((line.startsWith(' ') || line.startsWith('\t')) && last) last.raw += line;
-    else fields.push({ name: line.slice(0, Math.max(0, line.indexOf(':'))).trim().toLowerCase(), raw: line });
-  }
-  return fields;
+  return rawFields(block).map((raw) => ({ name: raw.slice(0, Math.max(0, raw.indexOf(':'))).trim().toLowerCase(), raw }));
 }
 
 function apply(fields: Field[], op: HeaderOp): void {

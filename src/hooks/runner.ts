@@ -26,6 +26,11 @@ export type ReplyResult = Extract<PhaseResult, { kind: 'reject' | 'tempfail' }>;
 
 export const CONTINUE: PhaseResult = Object.freeze({ kind: 'continue', disconnect: false });
 
+/** A reject or tempfail: a result the transport answers with a reply of its own. */
+export function isReply(r: PhaseResult): r is ReplyResult {
+  return r.kind === 'reject' || r.kind === 'tempfail';
+}
+
 /** Phase-specific parts of the context. */
 export interface PhaseInput {
   address?: AddressParams;
@@ -91,6 +96,16 @@ interface MessageState {
 
 type Settled = { value: unknown } | { error: unknown } | { timeout: true };
 
+/**
+ * What one run of a phase sees: the session, envelope and message as they were when it started.
+ * For abort it is the transaction that just ended (the session itself is already reset).
+ */
+interface RunView {
+  info: SessionInfo;
+  envelope: EnvelopeInfo;
+  message: MessageState | null;
+}
+
 export class HookSession {
   readonly scratch = new Map<string, unknown>();
   #info: SessionInfo;
@@ -141,6 +156,20 @@ export class HookSession {
     this.#message = { id, receivedAt, headers: [], skipped: new Set(), stream: null };
   }
 
+  /**
+   * Ends an open transaction that produced no message (RSET, HELO/EHLO, STARTTLS, the client
+   * leaving). The state is reset at once, so a command that arrives while the abort hooks run
+   * sees a clean session and cannot end (and abort) the same transaction again; the abort
+   * hooks then see the transaction that ended. Resolves when they are done.
+   */
+  endTransaction(): Promise<void> {
+    if (!this.inTransaction) return Promise.resolve();
+    const ended: RunView = { info: this.#info, envelope: this.#envelope, message: this.#message };
+    this.resetTransaction();
+    if (!this.has('abort')) return Promise.resolve();
+    return this.#guarded('abort', {}, ended).then(() => undefined);
+  }
+
   /** The transaction is over (answered, reset or abandoned). */
   resetTransaction(): void {
     this.#envelope = { mailFrom: null, rcptTo: [] };
@@ -163,73 +192,79 @@ export class HookSession {
   }
 
   /** Runs the phase's hooks. Never rejects: a fault of the runner itself fails closed too. */
-  async run(phase: Phase, input: PhaseInput = {}): Promise<PhaseResult> {
+  run(phase: Phase, input: PhaseInput = {}): Promise<PhaseResult> {
+    return this.#guarded(phase, input, { info: this.#info, envelope: this.#envelope, message: this.#message });
+  }
+
+  async #guarded(phase: Phase, input: PhaseInput, view: RunView): Promise<PhaseResult> {
     try {
-      return await this.#run(phase, input);
+      return await this.#run(phase, input, view);
     } catch (err) {
       this.o.logger.error({ err, session: this.#info.id, phase }, 'hook runner failed; failing closed');
       return OBSERVE_ONLY.has(phase) ? CONTINUE : { kind: 'tempfail', code: 451, enhanced: '4.3.0', message: 'Temporary policy failure, try again later', disconnect: false, hook: '' };
     }
   }
 
-  async #run(phase: Phase, input: PhaseInput): Promise<PhaseResult> {
+  async #run(phase: Phase, input: PhaseInput, view: RunView): Promise<PhaseResult> {
     const entries = this.set.byPhase.get(phase);
     if (!entries) return CONTINUE;
     const stream = STREAM_PHASES.has(phase);
-    if (stream && this.#message?.stream) return this.#message.stream;
+    const message = view.message;
+    const id = message?.id;
+    if (stream && message?.stream) return message.stream;
     const observe = OBSERVE_ONLY.has(phase);
     let result: PhaseResult = CONTINUE;
     for (const entry of entries) {
-      if (stream && this.#message?.skipped.has(`${phase}\0${entry.file}`)) continue;
+      if (stream && message?.skipped.has(`${phase}\0${entry.file}`)) continue;
       const name = entry.hook.name;
       if (entry.broken) {
         if (observe) continue;
-        result = this.#failClosed(phase, name, 0, 'broken');
+        result = this.#failClosed(phase, name, 0, 'broken', id);
         break;
       }
       const started = performance.now();
-      const settled = await this.#call(entry, phase, input);
+      const settled = await this.#call(entry, phase, input, view);
       const ms = Math.round((performance.now() - started) * 1000) / 1000;
       if ('timeout' in settled) {
-        this.o.logger.warn({ session: this.#info.id, id: this.#message?.id, phase, hook: name, ms }, 'hook deadline passed; failing closed');
+        this.o.logger.warn({ session: this.#info.id, id, phase, hook: name, ms }, 'hook deadline passed; failing closed');
         if (observe) continue;
-        result = this.#failClosed(phase, name, ms, 'timeout');
+        result = this.#failClosed(phase, name, ms, 'timeout', id);
         break;
       }
       if ('error' in settled) {
         const err = settled.error as Error;
-        this.o.logger.error({ session: this.#info.id, id: this.#message?.id, phase, hook: name, ms, err: err?.message ?? String(err), stack: err?.stack }, 'hook failed; failing closed');
+        this.o.logger.error({ session: this.#info.id, id, phase, hook: name, ms, err: err?.message ?? String(err), stack: err?.stack }, 'hook failed; failing closed');
         if (observe) continue;
-        result = this.#failClosed(phase, name, ms, 'error');
+        result = this.#failClosed(phase, name, ms, 'error', id);
         break;
       }
       const verdict = normalize(phase, settled.value, name);
       if ('invalid' in verdict) {
-        this.o.logger.error({ session: this.#info.id, id: this.#message?.id, phase, hook: name, reason: verdict.invalid }, 'hook returned an invalid verdict; failing closed');
+        this.o.logger.error({ session: this.#info.id, id, phase, hook: name, reason: verdict.invalid }, 'hook returned an invalid verdict; failing closed');
         if (observe) continue;
-        result = this.#failClosed(phase, name, ms, 'invalid');
+        result = this.#failClosed(phase, name, ms, 'invalid', id);
         break;
       }
       if ('skip' in verdict) {
-        this.#message?.skipped.add(`${phase}\0${entry.file}`);
-        this.#record(phase, name, 'skip', ms, null);
+        message?.skipped.add(`${phase}\0${entry.file}`);
+        this.#record(phase, name, 'skip', ms, null, id);
         continue;
       }
       if (verdict.kind === 'continue') continue;
-      this.#record(phase, name, verdict.kind, ms, verdict);
+      this.#record(phase, name, verdict.kind, ms, verdict, id);
       result = verdict;
       break; // accept skips the remaining hooks of this phase; the others end it
     }
     if (result.kind === 'reject' || result.kind === 'tempfail') {
-      if (stream && this.#message) this.#message.stream = result;
-      this.#publishRejected(phase, result);
+      if (stream && message) message.stream = result;
+      this.#publishRejected(phase, result, view, input.address);
     }
     return result;
   }
 
   /** Calls one hook; a promise gets the deadline, a plain value costs no timer at all. */
-  #call(entry: HookEntry, phase: Phase, input: PhaseInput): Promise<Settled> | Settled {
-    const ctx = new HookCtx(this, phase, input, entry.hook.name);
+  #call(entry: HookEntry, phase: Phase, input: PhaseInput, view: RunView): Promise<Settled> | Settled {
+    const ctx = new HookCtx(this, phase, input, entry.hook.name, view);
     let value: unknown;
     try {
       value = (entry.hook.handlers[phase] as (c: unknown) => unknown)(ctx);
@@ -263,26 +298,36 @@ export class HookSession {
     });
   }
 
-  #failClosed(phase: Phase, hook: string, ms: number, why: string): ReplyResult {
-    this.#record(phase, hook, 'tempfail', ms, { why });
+  #failClosed(phase: Phase, hook: string, ms: number, why: string, id: string | undefined): ReplyResult {
+    this.#record(phase, hook, 'tempfail', ms, { why }, id);
     return { kind: 'tempfail', code: 451, enhanced: '4.3.0', message: 'Temporary policy failure, try again later', disconnect: false, hook };
   }
 
-  #record(phase: Phase, name: string, verdict: string, ms: number, detail: object | null): void {
+  #record(phase: Phase, name: string, verdict: string, ms: number, detail: object | null, id: string | undefined): void {
     const list = phase === 'connect' || phase === 'helo' ? this.#sessionRecords : this.#records;
     if (list.length < MAX_RECORDS) list.push({ phase, name, verdict, ms });
     if (verdict === 'tempfail' && detail && 'why' in detail) return; // already logged with its reason
     const reply = detail && 'code' in detail ? { code: (detail as ReplyResult).code, enhanced: (detail as ReplyResult).enhanced } : {};
-    this.o.logger.info({ session: this.#info.id, id: this.#message?.id, phase, hook: name, verdict, ms, ...reply }, 'hook verdict');
+    this.o.logger.info({ session: this.#info.id, id, phase, hook: name, verdict, ms, ...reply }, 'hook verdict');
   }
 
-  #publishRejected(phase: Phase, r: ReplyResult): void {
+  /**
+   * `address` is the one a mail or rcpt hook refused: it never enters the session's envelope, but
+   * the event names it (the sender, or the recipient after those accepted), so that rcpt and
+   * domain filters of the feed and of webhooks match the refusal.
+   */
+  #publishRejected(phase: Phase, r: ReplyResult, view: RunView, address: AddressParams | undefined): void {
     if (!this.o.onRejected) return;
-    const i = this.#info;
+    const i = view.info;
+    const env = view.envelope;
+    const refused = address?.address;
+    const mailFrom = phase === 'mail' && refused !== undefined ? refused : (env.mailFrom?.address ?? '');
+    const rcptTo = env.rcptTo.map((a) => a.address);
+    if (phase === 'rcpt' && refused !== undefined) rcptTo.push(refused);
     const event: MailRejectedEvent = {
       type: 'mail.rejected',
       version: 1,
-      id: this.#message?.id ?? newMessageId(),
+      id: view.message?.id ?? newMessageId(),
       at: new Date().toISOString(),
       phase,
       code: r.code,
@@ -290,8 +335,8 @@ export class HookSession {
       reason: r.message,
       hook: r.hook,
       envelope: {
-        mailFrom: this.#envelope.mailFrom?.address ?? '',
-        rcptTo: this.#envelope.rcptTo.map((a) => a.address),
+        mailFrom,
+        rcptTo,
         remoteAddress: i.remoteAddress,
         remotePort: i.remotePort,
         clientHostname: i.clientHostname,
@@ -307,13 +352,8 @@ export class HookSession {
     }
   }
 
-  /** For HookCtx. */
-  get message(): MessageState | null {
-    return this.#message;
-  }
-
-  hookLogger(hook: string, phase: Phase): HookLogger {
-    const fields = { session: this.#info.id, id: this.#message?.id, hook, phase };
+  hookLogger(hook: string, phase: Phase, id: string | undefined): HookLogger {
+    const fields = { session: this.#info.id, id, hook, phase };
     const l = this.o.logger;
     return {
       debug: (msg, f) => l.debug({ ...fields, ...f }, msg),
@@ -340,13 +380,13 @@ class HookCtx {
   #owner: HookSession;
   #hook: string;
 
-  constructor(owner: HookSession, phase: Phase, input: PhaseInput, hook: string) {
+  constructor(owner: HookSession, phase: Phase, input: PhaseInput, hook: string, view: RunView) {
     this.#owner = owner;
     this.#hook = hook;
     this.phase = phase;
-    this.session = owner.info;
-    this.envelope = owner.envelope;
-    const m = owner.message;
+    this.session = view.info;
+    this.envelope = view.envelope;
+    const m = view.message;
     this.messageId = m?.id ?? null;
     this.receivedAt = m?.receivedAt ?? null;
     this.headers = input.eom?.headers ?? m?.headers.slice() ?? [];
@@ -377,7 +417,7 @@ class HookCtx {
   }
 
   get log(): HookLogger {
-    this.#log ??= this.#owner.hookLogger(this.#hook, this.phase);
+    this.#log ??= this.#owner.hookLogger(this.#hook, this.phase, this.messageId ?? undefined);
     return this.#log;
   }
 

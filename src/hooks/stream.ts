@@ -9,7 +9,7 @@
  * reject/tempfail, stops calling hooks, and the transaction answers it after the final dot.
  */
 import { Transform, type TransformCallback } from 'node:stream';
-import type { HeaderField } from './api.js';
+import { headerField } from './fields.js';
 import type { HookSession } from './runner.js';
 
 export interface StreamLimits {
@@ -94,16 +94,8 @@ export class HookStreamTap extends Transform {
       this.tooLarge = true;
       return;
     }
-    const text = raw.toString('utf8');
-    const colon = text.indexOf(':');
-    // A line without a colon is not a field (RFC 5322 2.2); it is kept under an empty name.
-    const header: HeaderField =
-      colon > 0 ? { name: text.slice(0, colon).trim(), value: unfold(text.slice(colon + 1)) } : { name: '', value: unfold(text) };
+    const header = headerField(raw.toString('utf8'));
     if (this.hooks.has('header')) await this.hooks.run('header', { header });
     this.hooks.pushHeader(header);
   }
-}
-
-function unfold(value: string): string {
-  return value.replace(/\r?\n(?=[ \t])/g, '').trim();
 }

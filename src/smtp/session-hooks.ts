@@ -7,7 +7,7 @@
 import type { TLSSocket } from 'node:tls';
 import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server';
 import type { AddressParams, SessionInfo } from '../hooks/api.js';
-import type { HookSession, PhaseResult, ReplyResult } from '../hooks/runner.js';
+import { isReply, type HookSession, type PhaseResult, type ReplyResult } from '../hooks/runner.js';
 import { SmtpReplyError, type CommandInfo, type InterceptReply } from './connection-control.js';
 
 export type HookTls = NonNullable<SessionInfo['tls']>;
@@ -62,10 +62,6 @@ export function addressParams(address: SMTPServerAddress): AddressParams {
   return { address: address.address, args };
 }
 
-export function isReply(r: PhaseResult): r is ReplyResult {
-  return r.kind === 'reject' || r.kind === 'tempfail';
-}
-
 export function replyError(r: ReplyResult): SmtpReplyError {
   return new SmtpReplyError(r.code, r.enhanced, r.message);
 }
@@ -102,8 +98,8 @@ export function interceptCommand(hooks: HookSession, cmd: CommandInfo): Promise<
       })();
     }
     case 'RSET':
-      if (!hooks.inTransaction) return null;
-      if (!hooks.has('abort')) {
+      // The reply waits for the abort hooks (if any); the session is clean at once either way.
+      if (!hooks.inTransaction || !hooks.has('abort')) {
         hooks.resetTransaction();
         return null;
       }
@@ -118,9 +114,10 @@ export function interceptCommand(hooks: HookSession, cmd: CommandInfo): Promise<
   }
 }
 
-/** An open transaction that ends without a message: the abort phase, then a clean envelope. */
-export async function endTransaction(hooks: HookSession): Promise<void> {
-  if (!hooks.inTransaction) return;
-  await hooks.run('abort');
-  hooks.resetTransaction();
+/**
+ * An open transaction that ends without a message: the envelope is clean at once (a command
+ * sent while the abort hooks run cannot abort the same transaction twice), then the abort phase.
+ */
+export function endTransaction(hooks: HookSession): Promise<void> {
+  return hooks.endTransaction();
 }

@@ -6,7 +6,8 @@
  *        ─▶ rename .eml, then .json, into incoming/ ─▶ fsync(incoming/) ─▶ the caller may answer
  *
  * An entry counts only once its .json is in incoming/ (renamed last); recovery on start
- * processes every such entry again and removes orphans. Events are idempotent by id.
+ * processes every such entry again and removes orphans. Events are idempotent by id. An entry
+ * rewritten before the reply (eom hook edits) is replaced with replace(): old .json out first.
  *
  * Cost per message on the way to the 250, which the client waits for and which occupies
  * libuv's threadpool: fdatasync or O_DSYNC, not fsync (they skip timestamps, which nothing here
@@ -201,14 +202,33 @@ export class Spool {
     receivedAt: string,
     extra: Pick<SpooledMessage, 'relay'> = {},
   ): Promise<SpooledMessage> {
-    const id = writer.id;
-    const msg: SpooledMessage = { id, rawPath: join(this.incomingDir, `${id}.eml`), receivedAt, envelope, size, sha256, ...(extra.relay ? { relay: extra.relay } : {}) };
-    const tmpJson = join(this.tmpDir, `${id}.json`);
+    return this.#commit(writer, { id: writer.id, rawPath: join(this.incomingDir, `${writer.id}.eml`), receivedAt, envelope, size, sha256, ...(extra.relay ? { relay: extra.relay } : {}) }, false);
+  }
+
+  /**
+   * Replaces a committed entry with a rewritten one of the same id (eom hook edits). Only for a
+   * message not yet answered: the old entry stops counting first (its .json goes, durably), then
+   * the new files take the names. A crash in between leaves no entry (the client, never
+   * answered, sends again) and never the edited bytes under the old envelope record: recovery
+   * would store those for recipients a hook removed, with a wrong size and sha256.
+   */
+  async replace(writer: SpoolWriter, size: number, sha256: string, envelope: Envelope, receivedAt: string): Promise<SpooledMessage> {
+    return this.#commit(writer, { id: writer.id, rawPath: join(this.incomingDir, `${writer.id}.eml`), receivedAt, envelope, size, sha256 }, true);
+  }
+
+  async #commit(writer: SpoolWriter, msg: SpooledMessage, replacing: boolean): Promise<SpooledMessage> {
+    const json = join(this.incomingDir, `${msg.id}.json`);
+    const tmpJson = join(this.tmpDir, `${msg.id}.json`);
     // Both files durable (the message's own sync runs since the end of DATA)...
     await settleBoth(writer.synced(), writeSynced(tmpJson, JSON.stringify(msg)));
+    if (replacing) {
+      // The old entry no longer counts, on disk, before its .eml is overwritten.
+      await unlink(json).catch(ignoreMissing);
+      await this.#incomingSync.sync();
+    }
     // ...then both names, the .json last: it is what makes the entry count.
     await rename(writer.tmpPath, msg.rawPath);
-    await rename(tmpJson, join(this.incomingDir, `${id}.json`));
+    await rename(tmpJson, json);
     await this.#incomingSync.sync();
     return msg;
   }

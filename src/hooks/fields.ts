@@ -1,0 +1,32 @@
+/**
+ * Header fields as hooks see them, in one place for every path that shows them: the SMTP DATA
+ * stream (stream.ts), eom header edits (rewrite.ts) and POST /submit's built message
+ * (src/submit/hooks.ts), so a hook gets the same name and value whichever way the mail came.
+ */
+import type { HeaderField } from './api.js';
+
+/**
+ * One field as name and value: the value unfolded (RFC 5322 2.2.3: a line break before white
+ * space is removed) and trimmed. A line without a colon is not a field (RFC 5322 2.2); it is
+ * kept under an empty name rather than dropped, so hooks see every line.
+ */
+export function headerField(raw: string): HeaderField {
+  const colon = raw.indexOf(':');
+  return colon > 0 ? { name: raw.slice(0, colon).trim(), value: unfold(raw.slice(colon + 1)) } : { name: '', value: unfold(raw) };
+}
+
+/** A header block (lines ending in CRLF, no blank line) as raw fields, each with its continuation lines and CRLFs. */
+export function rawFields(block: string): string[] {
+  const fields: string[] = [];
+  for (const line of block.split(/(?<=\r\n)/)) {
+    if (!line) continue;
+    if ((line.startsWith(' ') || line.startsWith('\t')) && fields.length) fields[fields.length - 1] += line;
+    else fields.push(line);
+  }
+  return fields;
+}
+
+// A bare LF counts too: the stream tap sees the client's bytes before the spool normalizes them.
+function unfold(value: string): string {
+  return value.replace(/\r?\n(?=[ \t])/g, '').trim();
+}

@@ -35,8 +35,10 @@ import { submitBodyLimit } from './http/submit.js';
 import { createRelay, type Relay } from './relay/relay.js';
 import { createRouting, type TableRouting } from './routing/routing.js';
 import { createHttpAccess } from './auth/http-auth.js';
+import { createPasswordLogin } from './auth/password-login.js';
+import { FailureThrottle } from './auth/throttle.js';
 import { createSubmitService } from './submit/submit.js';
-import { MAILWIRE_VERSION } from './webhooks/version.js';
+import { MAILWIRE_VERSION } from './util/version.js';
 
 export interface AppAddresses {
   smtp: AddressInfo;
@@ -128,8 +130,11 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     const tls = await ensureTlsMaterial(config.tls.cert, config.tls.key, hostname, logger);
     // The Haineko tables and the relay mailers: POST /submit (and the SMTP relay path) use them.
     const tables = (routing = createRouting(config.configDir, logger, { hostname }));
+    // One brute-force brake for every password check: the API and feed, /submit, SMTP AUTH.
+    const throttle = new FailureThrottle();
+    const login = createPasswordLogin({ throttle, passwords: tables, logger });
     // Access control for the API, the feed and the viewer: the same password table as /submit.
-    const access = createHttpAccess({ config: config.http.auth, httpHost: config.http.host, passwords: tables, logger });
+    const access = createHttpAccess({ config: config.http.auth, httpHost: config.http.host, passwords: tables, logger, throttle });
     relay = createRelay({ hostname, maxWorkers: config.submit.max_workers, logger });
     const submit = createSubmitService({
       routing: () => tables,
@@ -142,6 +147,9 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       logger,
       // The same hook scripts as SMTP, at Haineko's milter checkpoints (docs/hooks.md).
       hooks,
+      login,
+      realm: config.http.auth.realm,
+      maxConcurrent: config.submit.max_concurrent,
     });
     smtp = new SmtpListener({
       config,
@@ -152,7 +160,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       onMessage: (msg, session) => pipeline.process(msg, session),
       hooks,
       // SMTP AUTH (when smtp.auth.enabled) checks the password table; an authenticated session may relay.
-      authenticate: (user, password) => Promise.resolve(tables.verifyPassword(user, password)),
+      authenticate: (user, password, remoteAddress) => Promise.resolve(login('smtp', remoteAddress, user, password).kind),
       // Relaying over SMTP (docs/submit.md): relayhosts or AUTH, recipients, the same routes as /submit.
       relay: createOutboundRelay({ routing: () => tables, relay, spool, logger }),
     });
@@ -179,6 +187,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       submit,
       access,
       submitBodyLimit: submitBodyLimit(config.submit.max_message_size),
+      allowedOrigins: config.http.allowed_origins,
     });
     await http.listen({ port: config.http.port, host: config.http.host });
     const httpAddr = http.server.address() as AddressInfo;

@@ -24,7 +24,12 @@ async function get(t: TestApp, path: string, authorization?: string): Promise<{ 
 }
 
 /** A WebSocket upgrade by hand: the status line tells whether the feed let us in. */
-function upgrade(t: TestApp, path: string, authorization?: string): Promise<number> {
+async function upgrade(t: TestApp, path: string, authorization?: string): Promise<number> {
+  return (await upgradeAnswer(t, path, authorization)).status;
+}
+
+/** The status and headers of the answer to an upgrade request (101: the feed let us in). */
+function upgradeAnswer(t: TestApp, path: string, authorization?: string): Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> {
   return new Promise((resolve, reject) => {
     const req = httpRequest({
       host: '127.0.0.1',
@@ -38,13 +43,13 @@ function upgrade(t: TestApp, path: string, authorization?: string): Promise<numb
         ...(authorization ? { authorization } : {}),
       },
     });
-    req.on('upgrade', (_res, socket) => {
+    req.on('upgrade', (res, socket) => {
       socket.destroy();
-      resolve(101);
+      resolve({ status: 101, headers: res.headers });
     });
     req.on('response', (res) => {
       res.resume();
-      resolve(res.statusCode!);
+      resolve({ status: res.statusCode!, headers: res.headers });
     });
     req.on('error', reject);
     req.setTimeout(5000, () => req.destroy(new Error('upgrade timed out')));
@@ -126,6 +131,14 @@ describe('access control on (http.auth.enabled: true)', () => {
     expect(status).toBe(403);
   });
 
+  it('the WebSocket feed refuses with the Basic challenge, as the API does', async () => {
+    for (const auth of [undefined, basic('haineko', 'wrong')]) {
+      const r = await upgradeAnswer(t, '/api/v1/events', auth);
+      expect(r.status).toBe(401);
+      expect(r.headers['www-authenticate']).toBe('Basic realm="mailwire"');
+    }
+  });
+
   it('the WebSocket feed: 401 without credentials; Basic, a bearer header or ?access_token= let it in', async () => {
     expect(await upgrade(t, '/api/v1/events')).toBe(401);
     expect(await upgrade(t, '/api/v1/events', basic('haineko', 'wrong'))).toBe(401);
@@ -183,12 +196,17 @@ describe('failed-attempt throttle', () => {
     expect(Number(r.headers.get('retry-after'))).toBeLessThanOrEqual(60);
     // Requests without credentials are not attempts: still a plain 401 challenge.
     expect((await get(t, '/api/v1/messages')).status).toBe(401);
+    // The feed says the same (it answered 401 without a challenge): 429 with Retry-After.
+    const feed = await upgradeAnswer(t, '/api/v1/events', basic('haineko', 'kijitora'));
+    expect(feed.status).toBe(429);
+    expect(Number(feed.headers['retry-after'])).toBeGreaterThan(0);
+    expect(Number(feed.headers['retry-after'])).toBeLessThanOrEqual(60);
     expect((await get(t, '/healthz')).status).toBe(200);
   });
 });
 
 describe('the access decision (pure)', () => {
-  const passwords = { verify: (u: string, p: string) => u === 'haineko' && p === 'kijitora', count: () => 1 };
+  const passwords = { verifyPassword: (u: string, p: string) => u === 'haineko' && p === 'kijitora', count: () => 1 };
   const req = (authorization?: string, url = '/api/v1/messages', ip = '192.0.2.1'): AuthRequest =>
     ({ headers: authorization ? { authorization } : {}, url, socket: { remoteAddress: ip } }) as unknown as AuthRequest;
 
@@ -209,7 +227,7 @@ describe('the access decision (pure)', () => {
   it('with no users and no tokens a random token is made and logged once at warn; it works as a bearer token and on the feed', () => {
     const chunks: string[] = [];
     const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (chunks.push(String(c)), cb()) }));
-    const noUsers = { verify: () => false, count: () => 0 };
+    const noUsers = { verifyPassword: () => false, count: () => 0 };
     const access = createHttpAccess({ config: httpSchema.parse({}).auth, httpHost: '0.0.0.0', passwords: noUsers, logger });
     const token = access.generatedToken!;
     expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
@@ -219,8 +237,8 @@ describe('the access decision (pure)', () => {
     expect(lines[0].msg).toContain(`Authorization: Bearer ${token}`);
     expect(access.check(req(`Bearer ${token}`))).toEqual({ ok: true, user: null, via: 'bearer' });
     expect(access.check(req(`?access_token=${token}`))).toMatchObject({ ok: false, status: 401 });
-    expect(access.authorize(req(undefined, `/api/v1/events?access_token=${token}`) as never)).toBe(true);
-    expect(access.authorize(req(undefined, '/api/v1/events') as never)).toBe(false);
+    expect(access.authorize(req(undefined, `/api/v1/events?access_token=${token}`) as never).ok).toBe(true);
+    expect(access.authorize(req(undefined, '/api/v1/events') as never).ok).toBe(false);
     // A second app start makes a different token.
     expect(createHttpAccess({ config: httpSchema.parse({}).auth, httpHost: '0.0.0.0', passwords: noUsers, logger: silentLogger() }).generatedToken).not.toBe(token);
   });
@@ -228,15 +246,15 @@ describe('the access decision (pure)', () => {
   it('no generated token when users or tokens exist, or when access control is off', () => {
     const config = httpSchema.parse({}).auth;
     expect(createHttpAccess({ config, httpHost: '0.0.0.0', passwords, logger: silentLogger() }).generatedToken).toBeNull();
-    expect(createHttpAccess({ config: { ...config, tokens: [TOKEN] }, httpHost: '0.0.0.0', passwords: { verify: () => false, count: () => 0 }, logger: silentLogger() }).generatedToken).toBeNull();
-    expect(createHttpAccess({ config, httpHost: '127.0.0.1', passwords: { verify: () => false, count: () => 0 }, logger: silentLogger() }).generatedToken).toBeNull();
+    expect(createHttpAccess({ config: { ...config, tokens: [TOKEN] }, httpHost: '0.0.0.0', passwords: { verifyPassword: () => false, count: () => 0 }, logger: silentLogger() }).generatedToken).toBeNull();
+    expect(createHttpAccess({ config, httpHost: '127.0.0.1', passwords: { verifyPassword: () => false, count: () => 0 }, logger: silentLogger() }).generatedToken).toBeNull();
   });
 
   it('logs a failed attempt at info with address, scheme and user, never the password', () => {
     const chunks: string[] = [];
     const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (chunks.push(String(c)), cb()) }));
     const access = createHttpAccess({ config: { ...httpSchema.parse({}).auth, enabled: true }, httpHost: '127.0.0.1', passwords, logger });
-    expect(access.check(req(basic('haineko', 'hunter2-secret')))).toEqual({ ok: false, status: 401, reason: 'invalid' });
+    expect(access.check(req(basic('haineko', 'hunter2-secret')))).toEqual({ ok: false, status: 401, reason: 'invalid', challenge: 'Basic realm="mailwire"' });
     expect(access.check(req(basic('haineko', 'kijitora')))).toEqual({ ok: true, user: 'haineko', via: 'basic' });
     const lines = chunks.join('').trim().split('\n').map((l) => JSON.parse(l));
     expect(lines).toEqual([expect.objectContaining({ level: 30, ip: '192.0.2.1', scheme: 'basic', user: 'haineko', msg: 'HTTP authentication failed' })]);
@@ -252,6 +270,14 @@ describe('the access decision (pure)', () => {
     expect(access.check(req(basic('haineko', 'kijitora'), '/', '192.0.2.2'))).toMatchObject({ ok: true });
     now += 60_000;
     expect(access.check(req(basic('haineko', 'kijitora')))).toMatchObject({ ok: true, via: 'basic' });
+  });
+
+  it('IPv6 clients are counted per /64: fresh addresses of one network share the allowance', () => {
+    const access = createHttpAccess({ config: { ...httpSchema.parse({}).auth, enabled: true }, httpHost: '127.0.0.1', passwords, logger: silentLogger() });
+    for (let i = 1; i <= 20; i++) expect(access.check(req(basic('haineko', 'x'), '/', `2001:db8:1:2::${i.toString(16)}`))).toMatchObject({ status: 401 });
+    expect(access.check(req(basic('haineko', 'kijitora'), '/', '2001:db8:1:2:ffff::1'))).toMatchObject({ ok: false, status: 429 });
+    // Another /64 is another client.
+    expect(access.check(req(basic('haineko', 'kijitora'), '/', '2001:db8:1:3::1'))).toMatchObject({ ok: true });
   });
 
   it('config: short tokens and quotes in the realm are refused with the key named', () => {

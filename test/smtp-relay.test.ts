@@ -274,6 +274,36 @@ describe('relaying over SMTP for a client outside relayhosts', () => {
     expect(arrived[1]!.to).toEqual(['other@example.org']);
     c.close();
   });
+
+  // Brute force over SMTP AUTH (review item 4): maxAllowedUnauthenticatedCommands is off, so
+  // one connection could guess forever, and no throttle applied.
+  it('closes the session with 421 4.7.0 after three failed AUTH attempts', async () => {
+    const c = await open(t.smtpPort);
+    expect((await c.command('STARTTLS')).code).toBe(220);
+    await c.startTls();
+    expect((await c.command('EHLO client.test')).code).toBe(250);
+    expect((await c.command(`AUTH PLAIN ${plain('relayer', 'guess1')}`)).lines.at(-1)).toBe('535 5.7.8 Authentication credentials invalid');
+    expect((await c.command(`AUTH PLAIN ${plain('relayer', 'guess2')}`)).lines.at(-1)).toBe('535 5.7.8 Authentication credentials invalid');
+    expect((await c.command(`AUTH PLAIN ${plain('relayer', 'guess3')}`)).lines.at(-1)).toBe('421 4.7.0 Too many failed authentication attempts, closing connection');
+    await waitFor(async () => c.closed, 5000);
+  });
+
+  // Last in this block: it leaves 127.0.0.1 throttled for a minute.
+  it('a client throttled by failures elsewhere (/submit Basic) gets 454 4.7.0, even with the right password', async () => {
+    const wrong = `Basic ${Buffer.from('relayer:wrong').toString('base64')}`;
+    for (let i = 0; i < 20; i++) {
+      const res = await fetch(`${t.httpUrl}/submit`, { method: 'POST', headers: { authorization: wrong, 'content-type': 'application/json' }, body: '{}' });
+      await res.arrayBuffer();
+      expect([401, 429]).toContain(res.status);
+    }
+    const c = await open(t.smtpPort);
+    expect((await c.command('STARTTLS')).code).toBe(220);
+    await c.startTls();
+    expect((await c.command('EHLO client.test')).code).toBe(250);
+    expect((await c.command(`AUTH PLAIN ${plain('relayer', PASSWORD)}`)).lines.at(-1)).toBe('454 4.7.0 Temporary authentication failure');
+    expect(await envelope(c, 'sender@client.test', ['friend@example.org'])).toEqual([{ code: 554, line: '554 5.7.1 Relay access denied' }]);
+    c.close();
+  });
 });
 
 describe('a relayed message left in the spool by a crash', () => {

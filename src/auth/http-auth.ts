@@ -9,24 +9,35 @@
  * - On, with no password users and no tokens, it neither starts wide open nor refuses to
  *   start: it makes a random token and logs it once at warn (as Jupyter does).
  * - Wrong credentials are logged at info (address, scheme, user; never the password) and
- *   counted per client address; past a limit the address gets 429 for a while.
+ *   counted per client (throttle.ts, shared with /submit and SMTP AUTH); past a limit the
+ *   client gets 429 for a while.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { AccessConfig } from '../config/sections/access.js';
-import { isLoopbackBind } from '../http/host-check.js';
 import type { Logger } from '../log/logger.js';
+import { isLoopbackBind } from '../util/net.js';
+import { parseAuthorization, type Credentials } from './credentials.js';
+import { FailureThrottle } from './throttle.js';
 
 /** What access control needs from the password table (src/routing: TableRouting satisfies it). */
 export interface PasswordVerifier {
-  verify(user: string, password: string): boolean;
+  /** Checks a user's password against its {SSHA}/{SSHA256}/{SSHA512} hash. */
+  verifyPassword(user: string, password: string): boolean;
+  /** How many users the password table holds now. */
   count(): number;
 }
 
+/** A refusal carries what its answer needs: the challenge of a 401, the wait of a 429. */
 export type AccessDecision =
   | { ok: true; user: string | null; via: 'off' | 'basic' | 'bearer' }
-  | { ok: false; status: 401; reason: 'missing' | 'invalid' }
+  | { ok: false; status: 401; reason: 'missing' | 'invalid'; challenge: string }
   | { ok: false; status: 429; reason: 'throttled'; retryAfterS: number };
+
+/** The response headers of a refusal: WWW-Authenticate for 401, Retry-After for 429. */
+export function refusalHeaders(decision: Extract<AccessDecision, { ok: false }>): Record<string, string> {
+  return decision.status === 429 ? { 'retry-after': String(decision.retryAfterS) } : { 'www-authenticate': decision.challenge };
+}
 
 export type AuthRequest = Pick<IncomingMessage, 'headers' | 'url' | 'socket'>;
 
@@ -40,68 +51,13 @@ export interface HttpAccess {
   check(req: AuthRequest): AccessDecision;
   /** For the WebSocket feed's upgrade: header credentials, or ?access_token= (browsers cannot set headers there). */
   checkFeed(req: AuthRequest): AccessDecision;
-  /** checkFeed as a yes/no, for src/ws's `authorize` option. */
-  authorize(req: IncomingMessage): boolean;
+  /** checkFeed, for src/ws's `authorize` option (the refusal's status and headers go on the upgrade's answer). */
+  authorize(req: IncomingMessage): AccessDecision;
 }
-
-// Far above any real Authorization header (a long JWT is ~2 KiB); a bigger one is refused unparsed.
-const MAX_AUTHORIZATION = 8 * 1024;
-// Brute-force brake: 20 wrong attempts a minute per client address is more than a person
-// mistyping and far too few for a dictionary. After that, 429 until the minute is over.
-const FAILURE_LIMIT = 20;
-const FAILURE_WINDOW_MS = 60_000;
-// The failure map is bounded: under a spray from many addresses the oldest entries go first.
-const MAX_TRACKED_CLIENTS = 10_000;
 
 /** auto: on when http.host is not loopback. */
 export function accessEnabled(mode: AccessConfig['enabled'], httpHost: string): boolean {
   return mode === 'auto' ? !isLoopbackBind(httpHost) : mode;
-}
-
-class FailureThrottle {
-  readonly #clients = new Map<string, { count: number; since: number }>();
-
-  blockedFor(ip: string, now: number): number {
-    const entry = this.#clients.get(ip);
-    if (!entry) return 0;
-    if (now - entry.since >= FAILURE_WINDOW_MS) {
-      this.#clients.delete(ip);
-      return 0;
-    }
-    return entry.count >= FAILURE_LIMIT ? Math.ceil((entry.since + FAILURE_WINDOW_MS - now) / 1000) : 0;
-  }
-
-  fail(ip: string, now: number): void {
-    const entry = this.#clients.get(ip);
-    if (entry && now - entry.since < FAILURE_WINDOW_MS) {
-      entry.count++;
-      return;
-    }
-    this.#clients.delete(ip);
-    if (this.#clients.size >= MAX_TRACKED_CLIENTS) this.#clients.delete(this.#clients.keys().next().value!);
-    this.#clients.set(ip, { count: 1, since: now });
-  }
-
-  succeed(ip: string): void {
-    this.#clients.delete(ip);
-  }
-}
-
-type Credentials = { scheme: 'basic'; user: string; password: string } | { scheme: 'bearer'; token: string } | { scheme: 'malformed' } | null;
-
-function headerCredentials(req: AuthRequest): Credentials {
-  const header = req.headers.authorization;
-  if (header === undefined) return null;
-  if (header.length > MAX_AUTHORIZATION) return { scheme: 'malformed' };
-  const m = /^([A-Za-z]+) +(\S+) *$/.exec(header);
-  if (!m) return { scheme: 'malformed' };
-  const scheme = m[1]!.toLowerCase();
-  if (scheme === 'bearer') return { scheme: 'bearer', token: m[2]! };
-  if (scheme !== 'basic' || !/^[A-Za-z0-9+/]+={0,2}$/.test(m[2]!)) return { scheme: 'malformed' };
-  const decoded = Buffer.from(m[2]!, 'base64').toString('utf8');
-  const colon = decoded.indexOf(':');
-  if (colon < 0) return { scheme: 'malformed' };
-  return { scheme: 'basic', user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
 
 function queryToken(req: AuthRequest): string | null {
@@ -119,13 +75,14 @@ export interface HttpAccessOptions {
   httpHost: string;
   passwords: PasswordVerifier;
   logger: Logger;
-  /** The clock, for the failure window. */
+  /** The app's one brute-force brake (shared with /submit and SMTP AUTH); a private one when absent (tests). */
+  throttle?: FailureThrottle;
+  /** The clock of the private throttle, for the failure window. */
   now?: () => number;
 }
 
 export function createHttpAccess(opts: HttpAccessOptions): HttpAccess {
   const logger = opts.logger.child({ mod: 'auth' });
-  const now = opts.now ?? Date.now;
   const enabled = accessEnabled(opts.config.enabled, opts.httpHost);
   const challenge = `Basic realm="${opts.config.realm}"`;
   let generatedToken: string | null = null;
@@ -140,7 +97,7 @@ export function createHttpAccess(opts: HttpAccessOptions): HttpAccess {
   }
   // Compared as SHA-256 digests: equal length for timingSafeEqual, whatever the token length.
   const tokenDigests = [...opts.config.tokens, ...(generatedToken ? [generatedToken] : [])].map(digest);
-  const throttle = new FailureThrottle();
+  const throttle = opts.throttle ?? new FailureThrottle(opts.now);
 
   function tokenValid(token: string): boolean {
     const d = digest(token);
@@ -152,30 +109,25 @@ export function createHttpAccess(opts: HttpAccessOptions): HttpAccess {
 
   function decide(req: AuthRequest, allowQuery: boolean): AccessDecision {
     if (!enabled) return { ok: true, user: null, via: 'off' };
-    let creds = headerCredentials(req);
+    let creds: Credentials = parseAuthorization(req.headers.authorization);
     if (creds === null && allowQuery) {
       const token = queryToken(req);
       if (token !== null) creds = { scheme: 'bearer', token };
     }
-    if (creds === null) return { ok: false, status: 401, reason: 'missing' };
+    if (creds === null) return { ok: false, status: 401, reason: 'missing', challenge };
     const ip = req.socket.remoteAddress ?? 'unknown';
-    const t = now();
-    const wait = throttle.blockedFor(ip, t);
-    if (wait > 0) {
+    const c = creds;
+    const outcome = throttle.attempt(ip, () =>
+      c.scheme === 'basic' ? opts.passwords.verifyPassword(c.user, c.password) : c.scheme === 'bearer' ? tokenValid(c.token) : false,
+    );
+    if (outcome.kind === 'throttled') {
       logger.debug({ ip }, 'authentication attempt refused: too many failures');
-      return { ok: false, status: 429, reason: 'throttled', retryAfterS: wait };
+      return { ok: false, status: 429, reason: 'throttled', retryAfterS: outcome.retryAfterS };
     }
-    let ok = false;
-    if (creds.scheme === 'basic') ok = opts.passwords.verify(creds.user, creds.password);
-    else if (creds.scheme === 'bearer') ok = tokenValid(creds.token);
-    if (ok) {
-      throttle.succeed(ip);
-      return creds.scheme === 'basic' ? { ok: true, user: creds.user, via: 'basic' } : { ok: true, user: null, via: 'bearer' };
-    }
-    throttle.fail(ip, t);
-    const user = creds.scheme === 'basic' ? creds.user.slice(0, 64) : undefined;
-    logger.info({ ip, scheme: creds.scheme, ...(user !== undefined ? { user } : {}) }, 'HTTP authentication failed');
-    return { ok: false, status: 401, reason: 'invalid' };
+    if (outcome.kind === 'ok') return c.scheme === 'basic' ? { ok: true, user: c.user, via: 'basic' } : { ok: true, user: null, via: 'bearer' };
+    const user = c.scheme === 'basic' ? c.user.slice(0, 64) : undefined;
+    logger.info({ ip, scheme: c.scheme, ...(user !== undefined ? { user } : {}) }, 'HTTP authentication failed');
+    return { ok: false, status: 401, reason: 'invalid', challenge };
   }
 
   return {
@@ -184,6 +136,6 @@ export function createHttpAccess(opts: HttpAccessOptions): HttpAccess {
     generatedToken,
     check: (req) => decide(req, false),
     checkFeed: (req) => decide(req, true),
-    authorize: (req) => decide(req, true).ok,
+    authorize: (req) => decide(req, true),
   };
 }

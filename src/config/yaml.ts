@@ -11,3 +11,14 @@ export function parseYaml(text: string): unknown {
 export function toYaml(value: unknown): string {
   return dump(value, { lineWidth: 120, noRefs: true });
 }
+
+/**
+ * Parses YAML from the network (a /submit body in Haineko's YAML flow style). Aliases are
+ * refused: `*ref` re-uses a node, so a few hundred bytes of nested aliases expand into an
+ * exponentially large value (the "billion laughs"), which costs nothing to send and everything
+ * to walk. Anchors alone are harmless. Nesting is capped far below js-yaml's 100: a request is
+ * a flat object with a few lists. Throws on anything it refuses or cannot parse.
+ */
+export function parseUntrustedYaml(text: string): unknown {
+  return load(text, { maxAliases: 0, maxDepth: 10 });
+}

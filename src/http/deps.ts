@@ -43,6 +43,8 @@ export interface HttpDeps {
   submit?: SubmitService;
   /** Body limit of POST /submit in bytes (http/submit.ts submitBodyLimit); 64 KiB when absent. */
   submitBodyLimit?: number;
+  /** http.allowed_origins: browser origins besides the server's own that may POST /submit (http/origin.ts). */
+  allowedOrigins?: readonly string[];
 }
 
 /** HttpDeps after createHttpServer filled in the defaults. */

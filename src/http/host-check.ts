@@ -94,11 +94,8 @@ function isLoopbackHost(host: Canonical): boolean {
   }
 }
 
-/** Whether a server bound to this address only answers on loopback. */
-export function isLoopbackBind(boundHost: string): boolean {
-  const host = parseConfigured(boundHost);
-  return host !== null && isLoopbackHost(host);
-}
+/** Whether a server bound to this address only answers on loopback (re-exported from util/net.ts). */
+export { isLoopbackBind } from '../util/net.js';
 
 function isUnspecified(host: Canonical): boolean {
   return (host.kind === 'ipv4' && host.value === '0.0.0.0') || (host.kind === 'ipv6' && host.value === '[::]');

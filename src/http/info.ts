@@ -3,8 +3,7 @@
  * address domain, the polling interval, the version). Nothing secret: the same as the
  * viewer's own behaviour reveals.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { MAILWIRE_VERSION } from '../util/version.js';
 import type { HttpDeps } from './deps.js';
 import type { RouteHandler } from './request.js';
 
@@ -28,22 +27,7 @@ export interface InfoBody extends ViewerSettings {
   feed: string;
 }
 
-/** package.json is two levels above src/http/ (tsx) and three above dist/src/http/ (built). */
-function readVersion(): string {
-  for (const rel of ['../../package.json', '../../../package.json']) {
-    const path = fileURLToPath(new URL(rel, import.meta.url));
-    if (!existsSync(path)) continue;
-    try {
-      const pkg = JSON.parse(readFileSync(path, 'utf8')) as { name?: unknown; version?: unknown };
-      if (pkg.name === 'mailwire' && typeof pkg.version === 'string') return pkg.version;
-    } catch {
-      // Not ours or unreadable: try the next candidate.
-    }
-  }
-  return 'unknown';
-}
-
 export function getInfo(deps: HttpDeps): RouteHandler {
-  const body: InfoBody = { name: 'mailwire', version: readVersion(), feed: '/api/v1/events', ...(deps.viewer ?? DEFAULT_VIEWER_SETTINGS) };
+  const body: InfoBody = { name: 'mailwire', version: MAILWIRE_VERSION, feed: '/api/v1/events', ...(deps.viewer ?? DEFAULT_VIEWER_SETTINGS) };
   return async () => body;
 }

@@ -3,7 +3,7 @@
  * entry names its route, and a name given twice is an error at start.
  * (The WebSocket feed /api/v1/events attaches to the server's upgrade event, not here.)
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ResolvedHttpDeps } from './deps.js';
 import { healthz, metricsText, readyz } from './health.js';
 import { deleteMessage, getAttachment, getMessage, getRawMessage, listMessages } from './messages.js';
@@ -12,7 +12,7 @@ import { serveStatic } from './static.js';
 import { getDelivery, listDeliveries, listWebhooks } from './webhooks.js';
 import { getInfo } from './info.js';
 import { getMessageHtml } from './mail-html.js';
-import { getSubmit, postSubmit, submitNotFound } from './submit.js';
+import { getSubmit, postSubmit, submitGate, submitNotFound } from './submit.js';
 
 export interface RouteDef {
   name: string;
@@ -24,6 +24,13 @@ export interface RouteDef {
    * (POST /submit: Haineko clients post JSON or YAML with a form content type).
    */
   body?: 'text';
+  /** A text body's limit in bytes instead of deps.submitBodyLimit. */
+  bodyLimit?: number;
+  /**
+   * A check that runs when the request arrives, before its body is read (POST /submit: origin,
+   * access, concurrency); it answers the request itself to refuse it.
+   */
+  onRequest?: (deps: ResolvedHttpDeps) => (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
 }
 
 export const ROUTES: readonly RouteDef[] = [
@@ -42,10 +49,11 @@ export const ROUTES: readonly RouteDef[] = [
   { name: 'metrics', method: 'GET', url: '/metrics', handler: metricsText },
   // Haineko-compatible submission (docs/submit.md). Unknown paths under /submit/ answer in
   // Haineko's format (404, code 421 "Not found"); elsewhere the API's own 404 applies.
-  { name: 'submit', method: 'POST', url: '/submit', handler: postSubmit, body: 'text' },
+  { name: 'submit', method: 'POST', url: '/submit', handler: postSubmit, body: 'text', onRequest: submitGate },
   { name: 'submit.get', method: 'GET', url: '/submit', handler: getSubmit },
   { name: 'submit.unknown.get', method: 'GET', url: '/submit/*', handler: submitNotFound },
-  { name: 'submit.unknown.post', method: 'POST', url: '/submit/*', handler: submitNotFound, body: 'text' },
+  // The 404 needs no body: a small limit, so nobody gets to make us buffer megabytes for it.
+  { name: 'submit.unknown.post', method: 'POST', url: '/submit/*', handler: submitNotFound, body: 'text', bodyLimit: 64 * 1024 },
   // Last by convention, though the router prefers every static route above anyway.
   { name: 'web', method: 'GET', url: '/*', handler: serveStatic },
 ];
@@ -62,10 +70,16 @@ export function registerRoutes(app: FastifyInstance, deps: ResolvedHttpDeps, rou
 
 /** A route whose body is taken as text of any content type, in its own scope so no other route parses bodies that way. */
 function registerTextBodyRoute(app: FastifyInstance, deps: ResolvedHttpDeps, route: RouteDef): void {
-  const bodyLimit = deps.submitBodyLimit ?? 64 * 1024;
+  const bodyLimit = route.bodyLimit ?? deps.submitBodyLimit ?? 64 * 1024;
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'string', bodyLimit }, (_request, body, done) => done(null, body));
-    scope.route({ method: route.method, url: route.url, bodyLimit, handler: route.handler(deps) });
+    scope.route({
+      method: route.method,
+      url: route.url,
+      bodyLimit,
+      handler: route.handler(deps),
+      ...(route.onRequest ? { onRequest: route.onRequest(deps) } : {}),
+    });
   });
 }

@@ -2,11 +2,17 @@
  * POST /submit (Haineko-compatible JSON in and out), GET /submit (405) and unknown paths under
  * /submit/ (404 in Haineko's format). The body arrives as text whatever its content type:
  * Haineko's sample clients post JSON or YAML with a form content type (see routes.ts).
+ *
+ * submitGate runs when the request arrives, before its body is read: a cross-site browser
+ * request, a client not allowed to submit and a request beyond submit.max_concurrent are
+ * answered without buffering a byte of their body.
  */
+import type { IncomingMessage } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { SubmitOutput } from '../submit/submit.js';
+import type { Admission, SubmitOutput } from '../submit/submit.js';
 import type { ResolvedHttpDeps } from './deps.js';
 import { sendError } from './errors.js';
+import { checkOrigin, normaliseOrigins } from './origin.js';
 import type { RouteHandler } from './request.js';
 
 /**
@@ -19,17 +25,17 @@ export function submitBodyLimit(maxMessageSize: number): number {
   return maxMessageSize * 3 + 64 * 1024;
 }
 
+function header(request: FastifyRequest, name: string): string | null {
+  const v = request.headers[name];
+  return typeof v === 'string' ? v : null;
+}
+
 function client(request: FastifyRequest) {
-  const header = (name: string): string | null => {
-    const v = request.headers[name];
-    return typeof v === 'string' ? v : null;
-  };
   return {
     remoteAddress: request.socket.remoteAddress ?? '',
     remotePort: request.socket.remotePort ?? 0,
-    userAgent: header('user-agent'),
-    referer: header('referer'),
-    authorization: header('authorization'),
+    userAgent: header(request, 'user-agent'),
+    referer: header(request, 'referer'),
   };
 }
 
@@ -38,11 +44,60 @@ function send(reply: FastifyReply, out: SubmitOutput): FastifyReply {
   return reply.code(out.status).header('content-type', 'application/json; charset=utf-8').send(out.body);
 }
 
+/**
+ * Cross-site request forgery: a page on any web site can make its visitor's browser POST a
+ * text/plain form or a no-cors fetch to http://127.0.0.1:8025/submit (loopback is in the
+ * default relayhosts), and the body would be read as a submission. Browsers say where such a
+ * request comes from: Origin (on every POST) and Sec-Fetch-Site. Haineko clients (curl,
+ * scripts, servers) send neither. Refused: an Origin that is not this server's own or in
+ * http.allowed_origins, and, without Origin, Sec-Fetch-Site cross-site or same-site (another
+ * port of the same host is another origin).
+ */
+export function crossSiteRequest(req: Pick<IncomingMessage, 'headers' | 'rawHeaders'>, allowedOrigins: ReadonlySet<string>): boolean {
+  const origin = checkOrigin(req, allowedOrigins);
+  if (origin !== 'none') return origin === 'refused';
+  const site = req.headers['sec-fetch-site'];
+  return site === 'cross-site' || site === 'same-site';
+}
+
+/** The admissions of requests whose body is being read, for their handler. */
+const admissions = new WeakMap<IncomingMessage, { admission: Extract<Admission, { kind: 'admit' }>; handled: boolean }>();
+
+/** The onRequest hook of POST /submit: origin, access, concurrency; before the body is read. */
+export function submitGate(deps: ResolvedHttpDeps) {
+  const origins = normaliseOrigins(deps.allowedOrigins ?? []);
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
+    if (!deps.submit) return undefined; // the handler answers 404
+    if (crossSiteRequest(request.raw, origins)) {
+      deps.logger.info({ origin: request.headers.origin?.slice(0, 100), site: header(request, 'sec-fetch-site') }, 'submit refused: cross-site browser request');
+      return send(reply, deps.submit.fixed('crossSite', client(request)));
+    }
+    const admission = deps.submit.admit({ ...client(request), authorization: header(request, 'authorization') });
+    if (admission.kind === 'refuse') return send(reply, admission.out);
+    const entry = { admission, handled: false };
+    admissions.set(request.raw, entry);
+    // A request that ends before its handler runs (body too large, client gone) frees its slot
+    // here; once the handler runs, the slot is held until the relaying is done.
+    reply.raw.once('close', () => {
+      if (!entry.handled) admission.release();
+    });
+    return undefined;
+  };
+}
+
 export function postSubmit(deps: ResolvedHttpDeps): RouteHandler {
   return async (request, reply) => {
     if (!deps.submit) return sendError(reply, 'not_found');
-    const body = typeof request.body === 'string' ? request.body : '';
-    return send(reply, await deps.submit.submit({ ...client(request), body }));
+    const entry = admissions.get(request.raw);
+    // Every route of this scope has the gate; no admission is a bug, not a reason to skip the check.
+    if (!entry) throw new Error('POST /submit without an admission');
+    entry.handled = true;
+    try {
+      const body = typeof request.body === 'string' ? request.body : '';
+      return send(reply, await deps.submit.submit({ ...client(request), body, admitted: { user: entry.admission.user } }));
+    } finally {
+      entry.admission.release();
+    }
   };
 }
 

@@ -4,7 +4,6 @@ export {
   createRouting,
   routingFromTables,
   TABLE_NAMES,
-  type PasswordCheck,
   type RoutingOptions,
   type RoutingTables,
   type TableName,

@@ -60,15 +60,13 @@ export interface RoutingOptions {
   watch?: boolean;
 }
 
-/** Password checks for HTTP Basic authentication (/submit and the API's access control). */
-export interface PasswordCheck {
-  verify(user: string, password: string): boolean;
+/**
+ * The Routing contract plus what access control needs from the same password table
+ * (auth/http-auth.ts PasswordVerifier: verifyPassword and count).
+ */
+export interface TableRouting extends Routing {
   /** How many users the password table holds now. */
   count(): number;
-}
-
-/** The Routing contract plus what access control needs from the same password table. */
-export interface TableRouting extends Routing, PasswordCheck {
   /** The current, validated tables (for diagnostics and tests). */
   tables(): Readonly<RoutingTables>;
 }
@@ -122,7 +120,6 @@ function build(current: () => RoutingTables, hostname: string, onClose: () => vo
     relayAllowed: (remoteAddress: string) => derived.relay.allowed(remoteAddress),
     recipientAllowed: (rcpt: string) => derived.recipients.allowed(rcpt),
     verifyPassword: (user: string, password: string) => derived.passwords.verify(user, password),
-    verify: (user: string, password: string) => derived.passwords.verify(user, password),
     count: () => derived.passwords.size,
     tables: () => current(),
     close: onClose,

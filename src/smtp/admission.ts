@@ -6,17 +6,11 @@
  * Clients are counted by address; IPv6 clients by their /64, because one host usually owns a
  * whole /64 and could otherwise open max_connections_per_ip sessions from each of 2^64 addresses.
  */
-import ipaddr from 'ipaddr.js';
+import { clientKey } from '../util/net.js';
+
+export { clientKey };
 
 export type Admission = { kind: 'admit'; key: string } | { kind: 'refuse'; reply: string };
-
-export function clientKey(address: string): string {
-  if (!ipaddr.isValid(address)) return address;
-  const ip = ipaddr.process(address); // ::ffff:1.2.3.4 counts as 1.2.3.4
-  if (ip.kind() === 'ipv4') return ip.toString();
-  const parts = (ip as ipaddr.IPv6).parts.slice(0, 4).map((p) => p.toString(16));
-  return `${parts.join(':')}::/64`;
-}
 
 export class ConnectionAdmission {
   #total = 0;

@@ -12,7 +12,7 @@ import type { TLSSocket } from 'node:tls';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { Config } from '../config/schema.js';
 import type { Envelope } from '../events/types.js';
-import type { HookRunner, HookSession } from '../hooks/runner.js';
+import { isReply, type HookRunner, type HookSession } from '../hooks/runner.js';
 import { newMessageId } from '../events/id.js';
 import type { Logger } from '../log/logger.js';
 import type { DomainPolicy, RcptDecision } from '../policy/domains.js';
@@ -25,9 +25,14 @@ import { receivedHeader } from './received-header.js';
 import { CachingReverseResolver } from './reverse-dns.js';
 import { runTransaction, type MessageOutcome, type Transaction, type TransactionPhase } from './transaction.js';
 import { TrustedClients } from './trusted-clients.js';
-import { addressParams, endTransaction, interceptCommand, isReply, replyError, sessionInfo, tlsInfo, type HookTls } from './session-hooks.js';
+import { addressParams, endTransaction, interceptCommand, replyError, sessionInfo, tlsInfo, type HookTls } from './session-hooks.js';
 
 export type { MessageOutcome } from './transaction.js';
+
+// Wrong AUTH attempts per SMTP session before 421: a person mistypes once or twice; a guesser
+// must reconnect (and pass admission) every three tries. Keyed by smtp-server's session object.
+const AUTH_FAILURES_PER_SESSION = 3;
+const authFailures = new WeakMap<object, number>();
 
 export interface SmtpDeps {
   config: Config;
@@ -39,8 +44,11 @@ export interface SmtpDeps {
   onMessage(msg: SpooledMessage, hooks: HookSession | null): Promise<MessageOutcome>;
   /** Hook scripts per phase (src/hooks/); absent or empty: no hook work at all. */
   hooks?: HookRunner | null;
-  /** Checks AUTH credentials when smtp.auth.enabled (the password table). */
-  authenticate?(user: string, password: string): Promise<boolean>;
+  /**
+   * Checks AUTH credentials when smtp.auth.enabled (the password table, through the brute-force
+   * brake shared with HTTP: 'throttled' refuses unchecked, docs/security.md).
+   */
+  authenticate?(user: string, password: string, remoteAddress: string): Promise<'ok' | 'invalid' | 'throttled'>;
   /** Outbound relaying (pipeline/outbound.ts); absent: every non-local recipient gets 554 5.7.1. */
   relay?: SmtpRelay | null;
 }
@@ -196,10 +204,20 @@ export class SmtpListener {
         if (smtp.auth.require_tls && !session.secure) {
           return cb(new SmtpReplyError(538, '5.7.11', 'Encryption required for requested authentication mechanism'));
         }
-        if (!check || !username || !password) return cb(new SmtpReplyError(535, '5.7.8', 'Authentication credentials invalid'));
-        check(username, password).then(
-          (ok) => {
-            if (!ok) return cb(new SmtpReplyError(535, '5.7.8', 'Authentication credentials invalid'));
+        // A session gets AUTH_FAILURES_PER_SESSION wrong tries, then 421 and the connection closes
+        // (maxAllowedUnauthenticatedCommands is off, so nothing else would end a guessing loop).
+        // A throttled attempt counts too: it is answered 454 4.7.0 (RFC 4954 6, try again later).
+        const failed = (throttled: boolean): void => {
+          const n = (authFailures.get(session) ?? 0) + 1;
+          authFailures.set(session, n);
+          if (n >= AUTH_FAILURES_PER_SESSION) return cb(new SmtpReplyError(421, '4.7.0', 'Too many failed authentication attempts, closing connection'));
+          if (throttled) return cb(new SmtpReplyError(454, '4.7.0', 'Temporary authentication failure'));
+          cb(new SmtpReplyError(535, '5.7.8', 'Authentication credentials invalid'));
+        };
+        if (!check || !username || !password) return failed(false);
+        check(username, password, session.remoteAddress).then(
+          (result) => {
+            if (result !== 'ok') return failed(result === 'throttled');
             const state = this.#connections.get(session.id);
             if (state) state.authMethod = auth.method;
             state?.hooks?.update({ auth: { method: auth.method, user: username } });
@@ -286,8 +304,12 @@ export class SmtpListener {
     if (state) {
       state.tls = { protocol: socket.getProtocol?.() ?? cipher?.version ?? 'unknown', cipher: cipher?.standardName ?? cipher?.name ?? 'unknown' };
       state.hookTls = tlsInfo(socket, state.tls.protocol, state.tls.cipher);
-      // STARTTLS resets the session (RFC 3207 4.2): an open transaction is aborted.
-      if (state.hooks) void endTransaction(state.hooks).then(() => state.hooks?.update({ tls: state.hookTls, helo: '' }));
+      // STARTTLS resets the session (RFC 3207 4.2): an open transaction is aborted. Both happen
+      // now, before the next command (abort hooks run on the ended transaction meanwhile).
+      if (state.hooks) {
+        void endTransaction(state.hooks);
+        state.hooks.update({ tls: state.hookTls, helo: '' });
+      }
       if (socket !== state.handle.socket) {
         socket.prependListener('data', (chunk: Buffer) => state.guard.inspect(chunk));
         state.guard.resumeOnTls();

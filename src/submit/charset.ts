@@ -70,14 +70,32 @@ function word(text: string, charset: Charset): string {
   return `=?${charset}?B?${encodeText(text, charset).toString('base64')}?=`;
 }
 
-/** A header value: ASCII as it is, otherwise encoded words. */
-export function headerText(value: string, charset: Charset): string {
-  return isAscii(value) ? value : encodeWords(value, charset);
+/**
+ * The longest run without whitespace a header value keeps as it is. Folding happens only at
+ * whitespace, and a header line is at most 998 octets (RFC 5322 2.1.1): with the longest field
+ * name (`X-` + 70) and ": " a 900-character word still fits; a longer one becomes encoded
+ * words, which can be split anywhere.
+ */
+const MAX_WORD = 900;
+
+function hasLongWord(value: string): boolean {
+  let run = 0;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    run = c === 0x20 || c === 0x09 ? 0 : run + 1;
+    if (run > MAX_WORD) return true;
+  }
+  return false;
 }
 
-/** An address header value (`Name <a@b>`): only a non-ASCII display name is encoded. */
+/** A header value: ASCII as it is (folded later), otherwise, or with a word too long to fold, encoded words. */
+export function headerText(value: string, charset: Charset): string {
+  return isAscii(value) && !hasLongWord(value) ? value : encodeWords(value, charset);
+}
+
+/** An address header value (`Name <a@b>`): only a non-ASCII (or unfoldably long) display name is encoded. */
 export function headerAddressText(value: string, charset: Charset): string {
-  if (isAscii(value)) return value;
+  if (isAscii(value) && !hasLongWord(value)) return value;
   const m = /^(.*?)\s*(<[^<>]*>)\s*$/.exec(value);
   if (!m) return encodeWords(value, charset);
   const name = m[1]!.replace(/^"(.*)"$/, '$1');

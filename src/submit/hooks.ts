@@ -11,8 +11,9 @@
  */
 import type { AddressParams, EventView, HeaderField, Phase, SpamView } from '../hooks/api.js';
 import { EomEdits } from '../hooks/edits.js';
+import { headerField, rawFields } from '../hooks/fields.js';
 import { editHeaderBlock } from '../hooks/rewrite.js';
-import type { HookRunner, HookSession, PhaseResult, ReplyResult } from '../hooks/runner.js';
+import { isReply, type HookRunner, type HookSession, type PhaseResult, type ReplyResult } from '../hooks/runner.js';
 import type { OutboundMessage, ResponseEntry } from '../relay/types.js';
 
 /** The SMTP command Haineko names in a milter's response, by phase. */
@@ -40,10 +41,6 @@ function refusal(phase: Phase, r: ReplyResult, rcpt: string | null = null): Resp
   return { dsn: r.enhanced, code: r.code, host: null, port: null, rcpt, error: 1, mailer: null, command: COMMAND[phase] ?? 'DATA', message: [r.message] };
 }
 
-function isReply(r: PhaseResult): r is ReplyResult {
-  return r.kind === 'reject' || r.kind === 'tempfail';
-}
-
 /** The header block and body of a built message (it always has a blank line). */
 function split(raw: Buffer): { block: string; body: Buffer } {
   const end = raw.indexOf('\r\n\r\n');
@@ -53,14 +50,7 @@ function split(raw: Buffer): { block: string; body: Buffer } {
 
 /** Header fields of a block, values unfolded and trimmed (as the SMTP stream tap gives them). */
 function fields(block: string): HeaderField[] {
-  const out: HeaderField[] = [];
-  for (const line of block.split(/\r\n(?![ \t])/)) {
-    if (!line) continue;
-    const colon = line.indexOf(':');
-    const unfold = (v: string) => v.replace(/\r\n(?=[ \t])/g, '').trim();
-    out.push(colon > 0 ? { name: line.slice(0, colon).trim(), value: unfold(line.slice(colon + 1)) } : { name: '', value: unfold(line) });
-  }
-  return out;
+  return rawFields(block).map(headerField);
 }
 
 export class SubmitHooks {

@@ -25,6 +25,8 @@ export interface MessageContext {
 const CRLF = '\r\n';
 // RFC 5322 2.1.1: a line is at most 998 octets.
 const MAX_LINE = 998;
+// RFC 5322 2.1.1 and 2.2.3: header lines should be at most 78 characters, folded at whitespace.
+const FOLD_AT = 78;
 
 /** Header text we copy from HTTP headers (User-Agent, Referer): printable ASCII, bounded. */
 function printable(s: string, max = 200): string {
@@ -43,19 +45,19 @@ export function buildMessage(req: SubmitRequest, ctx: MessageContext): OutboundM
     `Received: from ${req.ehlo} ([${ctx.remoteaddr}])${CRLF} by ${ctx.hostname} with HTTP id ${ctx.queueid};${CRLF} ${date}`,
     `Date: ${date}`,
     `Message-Id: <${ctx.queueid}.${Math.floor(ctx.date.getTime() / 1000)}@${ctx.hostname}>`,
-    `From: ${headerAddressText(req.header.from ?? req.mail, charset)}`,
+    foldHeader(`From: ${headerAddressText(req.header.from ?? req.mail, charset)}`),
   ];
   const tail: string[] = [];
-  if (req.header.cc.length) tail.push(`Cc: ${req.header.cc.map((c) => headerAddressText(c, charset)).join(`,${CRLF} `)}`);
-  if (req.header.replyto) tail.push(`Reply-To: ${headerAddressText(req.header.replyto, charset)}`);
-  tail.push(`Subject: ${headerText(req.header.subject, charset)}`);
+  if (req.header.cc.length) tail.push(foldHeader(`Cc: ${req.header.cc.map((c) => headerAddressText(c, charset)).join(`,${CRLF} `)}`));
+  if (req.header.replyto) tail.push(foldHeader(`Reply-To: ${headerAddressText(req.header.replyto, charset)}`));
+  tail.push(foldHeader(`Subject: ${headerText(req.header.subject, charset)}`));
   tail.push('MIME-Version: 1.0');
   if (ctx.useragent) tail.push(`X-Mailer: ${printable(ctx.useragent)}`);
   tail.push(`X-SMTP-Engine: mailwire ${ctx.version}`);
   if (ctx.referer) tail.push(`X-HTTP-Referer: ${printable(ctx.referer)}`);
   tail.push(`X-Haineko-Loop: ${[...req.header.loop, ctx.servername].join(',')}`);
   tail.push(`X-Originating-IP: [${ctx.remoteaddr}]`);
-  for (const [name, value] of req.header.extra) tail.push(`${name}: ${headerText(value, charset)}`);
+  for (const [name, value] of req.header.extra) tail.push(foldHeader(`${name}: ${headerText(value, charset)}`));
   tail.push(...mimeBody(req, charset, ctx.queueid));
 
   const before = Buffer.from(head.join(CRLF) + CRLF);
@@ -92,7 +94,7 @@ function mimeBody(req: SubmitRequest, charset: Charset, queueid: string): string
     for (const a of req.attachments) {
       parts.push({
         headers: [
-          `Content-Type: ${a.contentType};${CRLF} name=${paramValue(a.filename)}`,
+          foldHeader(`Content-Type: ${a.contentType};${CRLF} name=${paramValue(a.filename)}`),
           `Content-Disposition: attachment;${CRLF} ${filenameParam(a.filename)}`,
           'Content-Transfer-Encoding: base64',
         ],
@@ -178,14 +180,69 @@ function qpLine(line: Buffer): string {
   return out;
 }
 
-/** A MIME parameter value, quoted; non-ASCII names get RFC 2047 words (read by every client). */
+/**
+ * A MIME parameter value, quoted, with `"` and `\` escaped whatever the branch (a quote would
+ * end the value and let the name add parameters of its own); non-ASCII names get RFC 2047
+ * words (read by every client). Control characters were refused by validation.
+ */
 function paramValue(name: string): string {
-  if (/^[\x20-\x7e]*$/.test(name)) return `"${name.replace(/["\\]/g, '\\$&')}"`;
-  return `"${headerText(name, 'UTF-8').replace(/\r\n /g, ' ')}"`;
+  const text = /^[\x20-\x7e]*$/.test(name) ? name : headerText(name, 'UTF-8').replace(/\r\n /g, ' ');
+  return `"${text.replace(/["\\]/g, '\\$&')}"`;
 }
 
-/** filename= for ASCII names, RFC 2231 filename*= for the others. */
+// RFC 2231 3: a long parameter is split into numbered sections, each on its own line.
+const RFC2231_SECTION = 60;
+
+/** filename= for ASCII names, RFC 2231 filename*= for the others (in sections when long). */
 function filenameParam(name: string): string {
   if (/^[\x20-\x7e]*$/.test(name)) return `filename=${paramValue(name)}`;
-  return `filename*=UTF-8''${encodeURIComponent(name).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)}`;
+  const encoded = encodeURIComponent(name).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  if (encoded.length <= RFC2231_SECTION) return `filename*=UTF-8''${encoded}`;
+  // Sections never split a %XX triplet.
+  const sections = encoded.match(new RegExp(`(?:%[0-9A-F]{2}|[^%]){1,${RFC2231_SECTION / 3}}`, 'g')) ?? [];
+  return sections.map((sec, i) => `filename*${i}*=${i === 0 ? "UTF-8''" : ''}${sec}`).join(`;${CRLF} `);
+}
+
+const isWsp = (c: string | undefined) => c === ' ' || c === '\t';
+
+/**
+ * Folds a header field at whitespace (RFC 5322 2.2.3) so that each line is at most 78
+ * characters where whitespace allows; lines already folded (CRLF + space) are folded each.
+ * A fold goes before a whitespace that follows a non-whitespace character, so no line is only
+ * whitespace, and never before the value's first word. A word longer than a line stays whole:
+ * headerText and headerAddressText encode words too long for 998 (charset.ts).
+ */
+export function foldHeader(field: string): string {
+  return field
+    .split(CRLF)
+    .map((line, n) => foldLine(line, n === 0 ? line.indexOf(':') + 1 : 0))
+    .join(CRLF);
+}
+
+function foldLine(line: string, minCut: number): string {
+  const parts: string[] = [];
+  let start = 0;
+  let min = Math.max(minCut, 0);
+  while (line.length - start > FOLD_AT) {
+    let cut = -1;
+    for (let i = start + FOLD_AT; i > start + min; i--) {
+      if (isWsp(line[i]) && !isWsp(line[i - 1])) {
+        cut = i;
+        break;
+      }
+    }
+    if (cut < 0) {
+      // No whitespace in the first 78 characters: fold at the next one, if any.
+      const next = /[^ \t][ \t]/g;
+      next.lastIndex = start + FOLD_AT;
+      const found = next.exec(line);
+      if (!found) break;
+      cut = found.index + 1;
+    }
+    parts.push(line.slice(start, cut));
+    start = cut;
+    min = 0;
+  }
+  parts.push(line.slice(start));
+  return parts.join(CRLF);
 }

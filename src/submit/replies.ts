@@ -34,6 +34,11 @@ export const REPLIES = {
   lineBreak: { code: 501, dsn: '5.5.2', command: 'DATA', message: 'CR or LF is not permitted in a header field or an address' },
   // mailwire's own: a request beyond Haineko's fields that is not well-formed (attachments, html).
   badContent: { code: 501, dsn: '5.6.0', command: 'DATA', message: 'Invalid message content' },
+  // mailwire's own: too many wrong credentials from this client (the shared throttle,
+  // docs/security.md); RFC 4954's temporary authentication failure, as SMTP AUTH answers it.
+  authThrottled: { code: 454, dsn: '4.7.0', command: 'AUTH', message: 'Temporary authentication failure: too many failed attempts, try again later' },
+  // mailwire's own: submit.max_concurrent requests are in progress.
+  busy: { code: 421, dsn: '4.3.2', command: 'CONN', message: 'Too many concurrent requests, try again later' },
 } as const satisfies Record<string, Reply>;
 
 export type ReplyName = keyof typeof REPLIES;

@@ -3,7 +3,7 @@
  * sample clients send YAML flow style (single quotes, bare keys) with a form content type, so
  * a body that is not JSON is read as YAML. Field aliases are Haineko's.
  */
-import { parseYaml } from '../config/yaml.js';
+import { parseUntrustedYaml } from '../config/yaml.js';
 
 export interface Attachment {
   filename: string;
@@ -14,7 +14,7 @@ export interface Attachment {
 export interface SubmitRequest {
   ehlo: string;
   mail: string;
-  /** As given; a non-string entry is kept as its string form and fails the address check. */
+  /** As given; a number or boolean is kept as its string form and fails the address check (an object or array is malformed). */
   rcpt: string[];
   header: {
     from: string | null;
@@ -40,18 +40,27 @@ const MAX_EXTRA_HEADERS = 50;
 const MAX_ATTACHMENTS = 50;
 // Haineko names (x-haineko-loop) and headers mailwire writes itself cannot be set as X- headers.
 const RESERVED = new Set(['x-haineko-loop', 'x-mailer', 'x-smtp-engine', 'x-originating-ip', 'x-http-referer']);
+const MAX_FILENAME = 255;
 const X_HEADER_NAME = /^X-[A-Za-z0-9][A-Za-z0-9-]{0,70}$/i;
 const MIME_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$/;
 const BASE64 = /^[A-Za-z0-9+/\s]*={0,2}\s*$/;
 
-/** The body as an object, or null when it is neither a JSON nor a YAML object. */
+/**
+ * The largest body read as YAML. Haineko's sample clients post a short mail in YAML flow
+ * style; anything bigger is sent as JSON. The YAML parser is slower than JSON.parse and builds
+ * far more garbage, so a request that is not JSON does not get to feed it megabytes.
+ */
+export const MAX_YAML_BODY = 256 * 1024;
+
+/** The body as an object, or null when it is neither a JSON nor a (small, alias-free) YAML object. */
 export function parseBody(text: string): Record<string, unknown> | null {
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch {
+    if (text.length > MAX_YAML_BODY) return null;
     try {
-      value = parseYaml(text);
+      value = parseUntrustedYaml(text);
     } catch {
       return null;
     }
@@ -74,9 +83,14 @@ function first(obj: Record<string, unknown>, ...keys: string[]): unknown {
   return undefined;
 }
 
+/**
+ * A list of addresses: an array of scalars or one scalar. An object or array inside the list is
+ * no address any client could mean, and turning it into text (JSON.stringify) would cost as
+ * much as the client cares to nest: malformed.
+ */
 function list(v: unknown): string[] {
   if (v === undefined || v === null) return [];
-  if (Array.isArray(v)) return v.map((x) => (typeof x === 'string' ? x : x !== null && typeof x === 'object' ? JSON.stringify(x) : String(x)));
+  if (Array.isArray(v)) return v.map((x) => (x === null ? 'null' : scalar(x)));
   return [scalar(v)];
 }
 
@@ -119,6 +133,10 @@ function read(json: Record<string, unknown>): SubmitRequest {
       const filename = scalar(att['filename']) || 'attachment.bin';
       const contentType = scalar(first(att, 'contentType', 'content_type', 'type')) || 'application/octet-stream';
       const content = scalar(att['content']);
+      // File systems take 255; a longer name is no file's, and makes header lines no client folds well.
+      if (filename.length > MAX_FILENAME) contentError ??= `attachment file name longer than ${MAX_FILENAME} characters`;
+      // A control character has no place in a file name, and would end up in a MIME parameter.
+      if (/[\x00-\x1f\x7f]/.test(filename)) contentError ??= `attachment file name ${JSON.stringify(filename.slice(0, 80))} contains a control character`;
       if (!MIME_TYPE.test(contentType)) contentError ??= `invalid attachment content type ${JSON.stringify(contentType.slice(0, 80))}`;
       if (!BASE64.test(content)) contentError ??= `attachment ${JSON.stringify(filename.slice(0, 80))} is not base64`;
       attachments.push({ filename, contentType, content: Buffer.from(content, 'base64') });

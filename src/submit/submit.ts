@@ -1,8 +1,12 @@
 /**
  * POST /submit, Haineko-compatible: access control, parsing, validation in Haineko's order,
  * then one delivery per recipient through the route the tables choose. Knows nothing of HTTP
- * frameworks: the handler in http/submit.ts passes the request in and sends what comes back.
+ * frameworks: http/submit.ts calls admit() when the request arrives (before its body is read),
+ * then submit() with the body, and sends what comes back.
  */
+import { parseAuthorization } from '../auth/credentials.js';
+import { createPasswordLogin, type PasswordLogin } from '../auth/password-login.js';
+import { FailureThrottle } from '../auth/throttle.js';
 import type { HookRunner } from '../hooks/runner.js';
 import type { Logger } from '../log/logger.js';
 import type { Relay } from '../relay/relay.js';
@@ -14,15 +18,26 @@ import { entry } from './replies.js';
 import { parseBody, readRequest } from './request.js';
 import { makeQueueId, sessionBody, type SessionInfo } from './session.js';
 import { validate, type Limits } from './validate.js';
+import { normaliseIp } from '../util/net.js';
 
-export interface SubmitInput {
-  body: string;
+/** Who is asking: the TCP peer and two request headers. */
+export interface ClientInfo {
   remoteAddress: string;
   remotePort: number;
   userAgent: string | null;
   referer: string | null;
-  authorization: string | null;
 }
+
+export interface SubmitInput extends ClientInfo {
+  body: string;
+  /** The result of admit() for this request; absent: submit() runs the access check itself. */
+  admitted?: { user: string | null };
+  /** The Authorization header, for the access check when `admitted` is absent. */
+  authorization?: string | null;
+}
+
+/** admit()'s answer: go on (holding a slot of max_concurrent until release), or this refusal. */
+export type Admission = { kind: 'admit'; user: string | null; release: () => void } | { kind: 'refuse'; out: SubmitOutput };
 
 export interface SubmitOutput {
   status: number;
@@ -41,59 +56,121 @@ export interface SubmitServiceOptions {
   logger: Logger;
   /** The hook scripts (src/hooks/); without any configured, requests create no hook session. */
   hooks?: HookRunner | null;
+  /**
+   * Basic credentials through the app's shared brute-force brake (auth/password-login.ts);
+   * absent (tests): the password table through a private throttle.
+   */
+  login?: PasswordLogin;
+  /** http.auth.realm, for the WWW-Authenticate of a 401 (default "mailwire"). */
+  realm?: string;
+  /** submit.max_concurrent: requests admitted and not yet answered; beyond it, 503. Default 8. */
+  maxConcurrent?: number;
 }
+
+/** The fixed answers that need no body: 405, 404, a cross-site request (403), too many requests at once (503). */
+export type FixedAnswer = 'methodNotSupported' | 'notFound' | 'crossSite' | 'busy';
 
 export interface SubmitService {
+  /**
+   * The access check, before the body is read: Basic credentials (throttled) or relayhosts,
+   * then a slot of max_concurrent. A refusal is the whole answer.
+   */
+  admit(client: ClientInfo & { authorization: string | null }): Admission;
   submit(input: SubmitInput): Promise<SubmitOutput>;
-  /** The 405 for GET /submit and the 404 for unknown paths under /submit/, Haineko-style. */
-  fixed(kind: 'methodNotSupported' | 'notFound', input: Omit<SubmitInput, 'body' | 'authorization'>): SubmitOutput;
+  /** The 405 for GET /submit, the 404 for unknown paths under /submit/, and the refusals of http/submit.ts, Haineko-style. */
+  fixed(kind: FixedAnswer, client: ClientInfo): SubmitOutput;
 }
 
-type Credentials = { user: string; password: string } | 'malformed' | null;
-
-/** Basic credentials from an Authorization header; 'malformed' for any other scheme or encoding. */
-function basicCredentials(header: string | null): Credentials {
-  if (header === null) return null;
-  const m = /^Basic\s+([A-Za-z0-9+/]+=*)\s*$/i.exec(header);
-  if (!m) return 'malformed';
-  const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
-  const colon = decoded.indexOf(':');
-  if (colon < 0) return 'malformed';
-  return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
-}
-
-/** `::ffff:127.0.0.1` is 127.0.0.1 for relayhosts and in the answer. */
-function plainAddress(a: string): string {
-  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
-}
+const FIXED_STATUS: Record<FixedAnswer, number> = { methodNotSupported: 405, notFound: 404, crossSite: 403, busy: 503 };
+const FIXED_REPLY = { methodNotSupported: 'methodNotSupported', notFound: 'notFound', crossSite: 'accessDenied', busy: 'busy' } as const;
 
 export function createSubmitService(opts: SubmitServiceOptions): SubmitService {
   const logger = opts.logger.child({ mod: 'submit' });
+  const login =
+    opts.login ?? createPasswordLogin({ throttle: new FailureThrottle(), passwords: { verifyPassword: (u, p) => opts.routing().verifyPassword(u, p) }, logger: opts.logger });
+  // RFC 7617 2.1: charset="UTF-8" tells the client to send the user and password in UTF-8.
+  const challenge = `Basic realm="${opts.realm ?? 'mailwire'}", charset="UTF-8"`;
+  const maxConcurrent = opts.maxConcurrent ?? 8;
+  let inFlight = 0;
 
-  function session(input: Omit<SubmitInput, 'body' | 'authorization'>): SessionInfo {
+  function session(input: ClientInfo): SessionInfo {
     const started = new Date();
     return {
       queueid: makeQueueId(started),
       referer: input.referer ?? '',
       useragent: input.userAgent,
-      remoteaddr: plainAddress(input.remoteAddress),
+      // `::ffff:127.0.0.1` is 127.0.0.1 for relayhosts and in the answer.
+      remoteaddr: normaliseIp(input.remoteAddress),
       remoteport: input.remotePort,
       started,
     };
   }
 
+  function admit(client: ClientInfo & { authorization: string | null }): Admission {
+    const access = checkAccess(client);
+    if (access.kind === 'refuse') return access;
+    if (inFlight >= maxConcurrent) {
+      logger.warn({ max: maxConcurrent, remote: normaliseIp(client.remoteAddress) }, 'submit refused: submit.max_concurrent requests in progress');
+      return { kind: 'refuse', out: { ...fixed('busy', client), headers: { 'retry-after': '1' } } };
+    }
+    inFlight++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      inFlight--;
+    };
+    return { kind: 'admit', user: access.user, release };
+  }
+
+  /** Valid Basic credentials, or (unless auth is required) a client in relayhosts. */
+  function checkAccess(client: ClientInfo & { authorization: string | null }): { kind: 'admit'; user: string | null } | { kind: 'refuse'; out: SubmitOutput } {
+    const remote = normaliseIp(client.remoteAddress);
+    const creds = parseAuthorization(client.authorization);
+    const unauthorized = (): { kind: 'refuse'; out: SubmitOutput } => ({ kind: 'refuse', out: { status: 401, headers: { 'www-authenticate': challenge }, body: entry('authRequired') } });
+    if (creds !== null) {
+      // Any scheme but Basic, or a Basic value that does not decode, is a failed login too.
+      if (creds.scheme !== 'basic') {
+        logger.info({ remote, scheme: creds.scheme }, 'submit: authentication failed');
+        return unauthorized();
+      }
+      const outcome = login('submit', client.remoteAddress, creds.user, creds.password);
+      if (outcome.kind === 'ok') return { kind: 'admit', user: creds.user };
+      if (outcome.kind === 'throttled') {
+        return { kind: 'refuse', out: { status: 429, headers: { 'retry-after': String(outcome.retryAfterS) }, body: entry('authThrottled') } };
+      }
+      return unauthorized();
+    }
+    if (opts.requireAuth) return unauthorized();
+    if (!opts.routing().relayAllowed(remote)) {
+      const s = session(client);
+      logger.info({ queueid: s.queueid, remote }, 'submit: client not in relayhosts');
+      return { kind: 'refuse', out: { status: 403, body: sessionBody(s, null, [], [entry('accessDenied')]) } };
+    }
+    return { kind: 'admit', user: null };
+  }
+
   async function submit(input: SubmitInput): Promise<SubmitOutput> {
+    let admitted = input.admitted;
+    let release: (() => void) | null = null;
+    if (!admitted) {
+      const a = admit({ ...input, authorization: input.authorization ?? null });
+      if (a.kind === 'refuse') return a.out;
+      admitted = { user: a.user };
+      release = a.release;
+    }
     const s = session(input);
     // The hook session (if any) ends with the request, whatever the answer: abort, then close.
     let hooks: SubmitHooks | null = null;
     try {
-      return await handle(input, s, (h) => (hooks = h));
+      return await handle(input, admitted.user, s, (h) => (hooks = h));
     } finally {
       (hooks as SubmitHooks | null)?.finish();
+      release?.();
     }
   }
 
-  async function handle(input: SubmitInput, s: SessionInfo, opened: (h: SubmitHooks | null) => void): Promise<SubmitOutput> {
+  async function handle(input: SubmitInput, user: string | null, s: SessionInfo, opened: (h: SubmitHooks | null) => void): Promise<SubmitOutput> {
     const routing = opts.routing();
     let tags: string[] = [];
     const answer = (status: number, addresser: string | null, recipient: string[], response: ResponseEntry[]): SubmitOutput => {
@@ -114,17 +191,8 @@ export function createSubmitService(opts: SubmitServiceOptions): SubmitService {
       return { status, body: sessionBody(s, addresser, recipient, response) };
     };
 
-    // Access: valid Basic credentials, or (unless auth is required) a client in relayhosts.
-    const creds = basicCredentials(input.authorization);
-    const authenticated = creds !== null && creds !== 'malformed' && routing.verifyPassword(creds.user, creds.password);
-    if ((creds !== null && !authenticated) || (opts.requireAuth && !authenticated)) {
-      logger.info({ queueid: s.queueid, remote: s.remoteaddr, user: creds !== null && creds !== 'malformed' ? creds.user.slice(0, 64) : null }, 'submit: authentication failed');
-      return { status: 401, headers: { 'www-authenticate': 'Basic realm="mailwire", charset="UTF-8"' }, body: entry('authRequired') };
-    }
-    if (!authenticated && !routing.relayAllowed(s.remoteaddr)) return answer(403, null, [], [entry('accessDenied')]);
-
-    // Haineko ran its connect milters here: after relayhosts, before reading the request.
-    const user = authenticated && typeof creds === 'object' && creds !== null ? creds.user : null;
+    // Access was checked by admit(). Haineko ran its connect milters here: after relayhosts,
+    // before reading the request.
     const hooks = SubmitHooks.open(opts.hooks ?? null, { queueid: s.queueid, remoteAddress: s.remoteaddr, remotePort: s.remoteport, user });
     opened(hooks);
     const refusedConnect = hooks && (await hooks.connect());
@@ -178,10 +246,10 @@ export function createSubmitService(opts: SubmitServiceOptions): SubmitService {
     return answer(200, addresser, recipients, [...verdict.refused, ...unroutable, ...results]);
   }
 
-  function fixed(kind: 'methodNotSupported' | 'notFound', input: Omit<SubmitInput, 'body' | 'authorization'>): SubmitOutput {
-    const s = session(input);
-    return { status: kind === 'notFound' ? 404 : 405, body: sessionBody(s, null, [], [entry(kind)]) };
+  function fixed(kind: FixedAnswer, client: ClientInfo): SubmitOutput {
+    const s = session(client);
+    return { status: FIXED_STATUS[kind], body: sessionBody(s, null, [], [entry(FIXED_REPLY[kind])]) };
   }
 
-  return { submit, fixed };
+  return { admit, submit, fixed };
 }

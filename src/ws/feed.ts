@@ -32,7 +32,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { EventLog, LoggedEvent } from '../store/types.js';
 import { normaliseOrigins } from './origin.js';
 import { CLOSE, controlFrame, eventFrame, matchesRcpt, parseFeedQuery, type FeedQuery, type Since } from './protocol.js';
-import { checkUpgrade, refuseUpgrade, type Refusal } from './upgrade.js';
+import { checkUpgrade, refuseUpgrade, type Gate, type Refusal } from './upgrade.js';
 
 export interface EventFeedOptions {
   /** The HTTP server the feed shares (fastify's `server`). */
@@ -45,8 +45,8 @@ export interface EventFeedOptions {
   hostPolicy: HostPolicy;
   /** http.allowed_origins: browser origins allowed besides the server's own. */
   allowedOrigins: readonly string[];
-  /** Access control (src/auth/); false answers 401 on the upgrade. Absent: everyone. */
-  authorize?: (req: IncomingMessage) => boolean;
+  /** Access control (src/auth/); a refusal answers the upgrade with its 401 or 429. Absent: everyone. */
+  authorize?: Gate['authorize'];
   maxClients: number;
   maxBufferedBytes: number;
   heartbeatMs: number;

@@ -16,6 +16,11 @@ export const submitSettingsSchema = z
     // Deliveries of one request running at once, and connections per upstream pool. Bounds the
     // sockets one HTTP request can open; every recipient is still delivered.
     max_workers: z.number().int().positive().max(64).default(4),
+    // POST /submit requests admitted and not yet answered (reading the body, relaying). Each
+    // may buffer up to 3 x max_message_size + 64 KiB of body and hold max_workers upstream
+    // connections: 8 (twice the default max_workers) keeps the worst case near 100 MiB with
+    // the defaults, while a burst of small requests still overlaps. Beyond it: 503 at once.
+    max_concurrent: z.number().int().positive().max(1000).default(8),
     // Haineko's `-A`: every request must carry valid Basic credentials (config/password),
     // even from relayhosts. Off: credentials are checked when sent, relayhosts need none.
     require_auth: z.boolean().default(false),

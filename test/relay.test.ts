@@ -164,7 +164,7 @@ describe('ESMTP mailer', () => {
     expect(m!.data.toString()).toContain("Content-Disposition: attachment;\r\n filename*=UTF-8''%E8%AD%B0%E9%A1%8C.txt");
     // Cc is a header only: the envelope is rcpt.
     expect(m!.to).toEqual(['mikeneko@example.org']);
-    expect(m!.data.toString()).toContain('\r\nX-Haineko-Loop: x.test,');
+    expect(m!.data.toString()).toContain('\r\nX-Haineko-Loop: x.test, ');
   });
 });
 
@@ -246,7 +246,7 @@ describe('File, Discard and Haineko mailers', () => {
     const filed = readFileSync(path!, 'utf8');
     expect(filed).toContain('\r\nTo: four@viab.test\r\n');
     // Both servers are in the loop header of what b filed.
-    expect(filed).toContain('\r\nX-Haineko-Loop: a.mailwire.test,b.mailwire.test\r\n');
+    expect(filed).toContain('\r\nX-Haineko-Loop: a.mailwire.test, b.mailwire.test\r\n');
   });
 
   it('a loop between two servers is cut: 421 Detected message loop comes back', async () => {

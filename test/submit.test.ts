@@ -141,6 +141,21 @@ describe('validation, in Haineko order, with its replies', () => {
     expect((await postSubmit(t.httpUrl, mail({}, { 'x-haineko-loop': ['other.test'] }))).status).toBe(200);
   });
 
+  it('a loop list of 50 servers counts as a loop; 49 long names are folded into lines of at most 998', async () => {
+    const hops = (n: number) => Array.from({ length: n }, (_, i) => `relay-${i}.${'x'.repeat(200)}.test`);
+    const r = await postSubmit(t.httpUrl, mail({}, { 'x-haineko-loop': hops(50) }));
+    expect(r.status).toBe(400);
+    expect(r.json.response).toEqual([reply(421, null, 'CONN', 'Detected message loop')]);
+    const before = sink.messages.length;
+    const ok = await postSubmit(t.httpUrl, mail({}, { 'x-haineko-loop': hops(49) }));
+    expect(ok.status).toBe(200);
+    const [m] = (await sink.waitFor(before + 1)).slice(before);
+    const head = m!.data.toString().split('\r\n\r\n')[0]!;
+    const loop = /\r\nX-Haineko-Loop: ([^]*?)\r\n(?![ \t])/.exec(head)![1]!;
+    expect(loop.split(',').map((s) => s.trim())).toEqual([...hops(49), 'neko.mailwire.test']);
+    expect(Math.max(...head.split('\r\n').map((l) => l.length))).toBeLessThanOrEqual(998);
+  });
+
   it('CR or LF in any header field or address: 400 and nothing is sent', async () => {
     const cases: [string, Record<string, unknown>, Record<string, unknown>, string][] = [
       ['ehlo', { ehlo: 'a.example\r\nRCPT TO:<x@evil.test>' }, {}, 'EHLO'],

@@ -55,7 +55,8 @@ export function buildMessage(req: SubmitRequest, ctx: MessageContext): OutboundM
   if (ctx.useragent) tail.push(`X-Mailer: ${printable(ctx.useragent)}`);
   tail.push(`X-SMTP-Engine: mailwire ${ctx.version}`);
   if (ctx.referer) tail.push(`X-HTTP-Referer: ${printable(ctx.referer)}`);
-  tail.push(`X-Haineko-Loop: ${[...req.header.loop, ctx.servername].join(',')}`);
+  // Up to MAX_LOOP_HOPS names (validate.ts): folded, so a long list never makes an overlong line.
+  tail.push(foldHeader(`X-Haineko-Loop: ${[...req.header.loop, ctx.servername].join(', ')}`));
   tail.push(`X-Originating-IP: [${ctx.remoteaddr}]`);
   for (const [name, value] of req.header.extra) tail.push(foldHeader(`${name}: ${headerText(value, charset)}`));
   tail.push(...mimeBody(req, charset, ctx.queueid));

@@ -8,6 +8,9 @@ import { hasLineBreak, isValidAddress, isValidEhlo } from './address.js';
 import { entry } from './replies.js';
 import type { SubmitRequest } from './request.js';
 
+/** Servers a message may have passed (its X-Haineko-Loop list) before it counts as a loop. */
+export const MAX_LOOP_HOPS = 50;
+
 export interface Limits {
   maxMessageSize: number;
   maxRcptsPerMessage: number;
@@ -70,8 +73,10 @@ export async function validate(
   const broken = lineBreakField(req);
   if (broken) return reject(400, [entry('lineBreak', { command: broken.command, detail: broken.field })]);
 
-  // Loop detection (Haineko's check was dead code): this server is already in the list.
+  // Loop detection (Haineko's check was dead code): this server is already in the list, or
+  // the list is longer than any real chain of servers (Postfix's hopcount_limit is 50 too).
   const me = servername.toLowerCase();
+  if (req.header.loop.length >= MAX_LOOP_HOPS) return reject(400, [entry('detectLoop')]);
   if (req.header.loop.some((s) => s.trim().toLowerCase() === me)) return reject(400, [entry('detectLoop')]);
 
   if (!req.ehlo) return reject(400, [entry('ehloRequired')]);

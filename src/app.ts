@@ -150,6 +150,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       login,
       realm: config.http.auth.realm,
       maxConcurrent: config.submit.max_concurrent,
+      maxQueued: config.submit.max_queued,
+      queueWaitMs: config.submit.queue_wait * 1000,
     });
     smtp = new SmtpListener({
       config,

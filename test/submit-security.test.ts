@@ -20,7 +20,7 @@ beforeAll(async () => {
   t = await startTestApp({
     spamd: false,
     config: {
-      submit: { max_concurrent: 1 },
+      submit: { max_concurrent: 1, max_queued: 1, queue_wait: 1.5 },
       http: { allowed_origins: ['https://app.example'], auth: { realm: 'Neko Post' } },
     },
     files: {
@@ -222,24 +222,47 @@ describe('submit.max_concurrent', () => {
     return req;
   }
 
-  it('a request beyond the limit is 503 in Haineko format; the slot comes back when the first ends', async () => {
-    // Two requests that never finish their body: whichever arrives second finds the one slot taken.
-    const answers: Answer[] = [];
-    const a = slowRequest((x) => answers.push(x));
-    const b = slowRequest((x) => answers.push(x));
+  const busyBody = [reply(421, '4.3.2', 'CONN', 'Too many concurrent requests, try again later')];
+
+  it('beyond the slot and the queue: 503 in Haineko format at once; the queued one gets 503 when queue_wait runs out', async () => {
+    // Three requests that never finish their body: one holds the slot, one waits, one is refused.
+    const answers: (Answer & { at: number })[] = [];
+    const started = Date.now();
+    const reqs = [0, 1, 2].map(() => slowRequest((x) => answers.push({ ...x, at: Date.now() - started })));
     try {
       await waitFor(async () => answers.length > 0);
       expect(answers).toHaveLength(1);
       const busy = answers[0]!;
       expect(busy.status).toBe(503);
       expect(busy.retryAfter).toBe('1');
-      expect(JSON.parse(busy.body).response).toEqual([reply(421, '4.3.2', 'CONN', 'Too many concurrent requests, try again later')]);
+      expect(JSON.parse(busy.body).response).toEqual(busyBody);
+      // queue_wait is 1.5 s: the waiting request is refused after it, the slot holder never.
+      await waitFor(async () => answers.length > 1, 5000);
+      expect(answers[1]!.status).toBe(503);
+      expect(JSON.parse(answers[1]!.body).response).toEqual(busyBody);
+      expect(answers[1]!.at).toBeGreaterThanOrEqual(1400);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(answers).toHaveLength(2);
     } finally {
-      a.destroy();
-      b.destroy();
+      for (const r of reqs) r.destroy();
     }
     // The aborted request's slot is free again.
     await waitFor(async () => (await postSubmit(t.httpUrl, mail())).status === 200);
+  });
+
+  it('a request that finds the slot taken waits in line and is served when it frees', async () => {
+    const answers: Answer[] = [];
+    const holder = slowRequest((x) => answers.push(x));
+    await new Promise((r) => setTimeout(r, 200));
+    const before = sink.messages.length;
+    const queued = postSubmit(t.httpUrl, mail());
+    await new Promise((r) => setTimeout(r, 300));
+    expect(sink.messages.length).toBe(before);
+    holder.destroy();
+    const r = await queued;
+    expect(r.status).toBe(200);
+    expect(sink.messages.length).toBe(before + 1);
+    expect(answers).toEqual([]);
   });
 });
 

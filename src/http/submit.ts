@@ -72,8 +72,18 @@ export function submitGate(deps: ResolvedHttpDeps) {
       deps.logger.info({ origin: request.headers.origin?.slice(0, 100), site: header(request, 'sec-fetch-site') }, 'submit refused: cross-site browser request');
       return send(reply, deps.submit.fixed('crossSite', client(request)));
     }
-    const admission = deps.submit.admit({ ...client(request), authorization: header(request, 'authorization') });
+    // A client that leaves while waiting for a slot gives its place in line up.
+    const gone = new AbortController();
+    const onClose = () => gone.abort();
+    reply.raw.once('close', onClose);
+    const admission = await deps.submit.admit({ ...client(request), authorization: header(request, 'authorization') }, gone.signal);
+    reply.raw.off('close', onClose);
+    // Answered even when the client has gone (nothing is written then): the handler must not run.
     if (admission.kind === 'refuse') return send(reply, admission.out);
+    if (gone.signal.aborted) {
+      admission.release();
+      return send(reply, deps.submit.fixed('busy', client(request)));
+    }
     const entry = { admission, handled: false };
     admissions.set(request.raw, entry);
     // A request that ends before its handler runs (body too large, client gone) frees its slot

@@ -6,6 +6,7 @@
  */
 import { parseAuthorization } from '../auth/credentials.js';
 import { createPasswordLogin, type PasswordLogin } from '../auth/password-login.js';
+import { Slots } from '../util/slots.js';
 import { FailureThrottle } from '../auth/throttle.js';
 import type { HookRunner } from '../hooks/runner.js';
 import type { Logger } from '../log/logger.js';
@@ -63,8 +64,12 @@ export interface SubmitServiceOptions {
   login?: PasswordLogin;
   /** http.auth.realm, for the WWW-Authenticate of a 401 (default "mailwire"). */
   realm?: string;
-  /** submit.max_concurrent: requests admitted and not yet answered; beyond it, 503. Default 8. */
+  /** submit.max_concurrent: requests admitted and not yet answered. Default 8. */
   maxConcurrent?: number;
+  /** submit.max_queued: requests waiting for a slot; beyond it, 503 at once. Default 256. */
+  maxQueued?: number;
+  /** submit.queue_wait in ms: the longest wait for a slot before 503. Default 30 s. */
+  queueWaitMs?: number;
 }
 
 /** The fixed answers that need no body: 405, 404, a cross-site request (403), too many requests at once (503). */
@@ -73,9 +78,10 @@ export type FixedAnswer = 'methodNotSupported' | 'notFound' | 'crossSite' | 'bus
 export interface SubmitService {
   /**
    * The access check, before the body is read: Basic credentials (throttled) or relayhosts,
-   * then a slot of max_concurrent. A refusal is the whole answer.
+   * then a slot of max_concurrent, waiting in line for one if need be (`signal`: the client
+   * left). A refusal is the whole answer.
    */
-  admit(client: ClientInfo & { authorization: string | null }): Admission;
+  admit(client: ClientInfo & { authorization: string | null }, signal?: AbortSignal): Promise<Admission>;
   submit(input: SubmitInput): Promise<SubmitOutput>;
   /** The 405 for GET /submit, the 404 for unknown paths under /submit/, and the refusals of http/submit.ts, Haineko-style. */
   fixed(kind: FixedAnswer, client: ClientInfo): SubmitOutput;
@@ -90,8 +96,8 @@ export function createSubmitService(opts: SubmitServiceOptions): SubmitService {
     opts.login ?? createPasswordLogin({ throttle: new FailureThrottle(), passwords: { verifyPassword: (u, p) => opts.routing().verifyPassword(u, p) }, logger: opts.logger });
   // RFC 7617 2.1: charset="UTF-8" tells the client to send the user and password in UTF-8.
   const challenge = `Basic realm="${opts.realm ?? 'mailwire'}", charset="UTF-8"`;
-  const maxConcurrent = opts.maxConcurrent ?? 8;
-  let inFlight = 0;
+  const slots = new Slots(opts.maxConcurrent ?? 8, opts.maxQueued ?? 256);
+  const queueWaitMs = opts.queueWaitMs ?? 30_000;
 
   function session(input: ClientInfo): SessionInfo {
     const started = new Date();
@@ -106,20 +112,16 @@ export function createSubmitService(opts: SubmitServiceOptions): SubmitService {
     };
   }
 
-  function admit(client: ClientInfo & { authorization: string | null }): Admission {
+  async function admit(client: ClientInfo & { authorization: string | null }, signal?: AbortSignal): Promise<Admission> {
     const access = checkAccess(client);
     if (access.kind === 'refuse') return access;
-    if (inFlight >= maxConcurrent) {
-      logger.warn({ max: maxConcurrent, remote: normaliseIp(client.remoteAddress) }, 'submit refused: submit.max_concurrent requests in progress');
+    const release = await slots.acquire(queueWaitMs, signal);
+    if (!release) {
+      if (!signal?.aborted) {
+        logger.warn({ held: slots.held, queued: slots.queued, remote: normaliseIp(client.remoteAddress) }, 'submit refused: every submit.max_concurrent slot taken and the queue full or waited out');
+      }
       return { kind: 'refuse', out: { ...fixed('busy', client), headers: { 'retry-after': '1' } } };
     }
-    inFlight++;
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      inFlight--;
-    };
     return { kind: 'admit', user: access.user, release };
   }
 
@@ -154,7 +156,7 @@ export function createSubmitService(opts: SubmitServiceOptions): SubmitService {
     let admitted = input.admitted;
     let release: (() => void) | null = null;
     if (!admitted) {
-      const a = admit({ ...input, authorization: input.authorization ?? null });
+      const a = await admit({ ...input, authorization: input.authorization ?? null });
       if (a.kind === 'refuse') return a.out;
       admitted = { user: a.user };
       release = a.release;

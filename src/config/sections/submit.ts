@@ -19,8 +19,15 @@ export const submitSettingsSchema = z
     // POST /submit requests admitted and not yet answered (reading the body, relaying). Each
     // may buffer up to 3 x max_message_size + 64 KiB of body and hold max_workers upstream
     // connections: 8 (twice the default max_workers) keeps the worst case near 100 MiB with
-    // the defaults, while a burst of small requests still overlaps. Beyond it: 503 at once.
+    // the defaults, while a burst of small requests still overlaps. Beyond it, requests wait.
     max_concurrent: z.number().int().positive().max(1000).default(8),
+    // Requests waiting for one of those slots, first come first served, before their body is
+    // read (a waiting request costs a socket, not a buffer). 256 absorbs a burst from a busy
+    // app server; beyond it, or after queue_wait seconds in line, 503 with Retry-After.
+    max_queued: z.number().int().nonnegative().max(10_000).default(256),
+    // Seconds a request may wait for a slot: well inside an HTTP client's usual 60 s timeout,
+    // so the client gets a clear 503 rather than a timeout of its own.
+    queue_wait: z.number().positive().max(600).default(30),
     // Haineko's `-A`: every request must carry valid Basic credentials (config/password),
     // even from relayhosts. Off: credentials are checked when sent, relayhosts need none.
     require_auth: z.boolean().default(false),

@@ -12,7 +12,8 @@
  * 500 sockets: they are an upper bound of what one browser tab sees.
  *
  *   node bench/ws-feed.mjs            (after npm run build), or as a scenario of `npm run bench`
- *   WS_CLIENTS=500 WS_RATE=50 WS_SECONDS=10 WS_CONNECTIONS=4   optional knobs
+ *   WS_CLIENTS=500 WS_RATE=50 WS_SECONDS=10 WS_CONNECTIONS=4 WS_REPEAT=3   optional knobs
+ *   WS_CPU_PROF=DIR   run the server under `node --cpu-prof`, writing the profile into DIR
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,6 +37,7 @@ export const wsFeedSettings = {
   rate: envInt('WS_RATE', 50),
   seconds: envInt('WS_SECONDS', 10),
   connections: envInt('WS_CONNECTIONS', 4),
+  repeat: envInt('WS_REPEAT', 3),
   targetP99Ms: 50,
   // Every wait is bounded.
   startTimeoutMs: 30_000,
@@ -103,7 +105,8 @@ async function startMailwire(dir) {
     ].join('\n'),
   );
   const [smtpPort, httpPort] = [await freePort(), await freePort()];
-  const child = spawn(process.execPath, [MAILWIRE_CLI, 'start', '--config-dir', configDir], {
+  const prof = process.env.WS_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.WS_CPU_PROF] : [];
+  const child = spawn(process.execPath, [...prof, MAILWIRE_CLI, 'start', '--config-dir', configDir], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {
@@ -233,8 +236,27 @@ async function sendSteady(smtpPort, { rate, seconds, connections }) {
   return { replies, errors, sendSeconds, total };
 }
 
-/** Runs the scenario; returns the figures (and prints them). */
+/**
+ * Runs the scenario WS_REPEAT times (a fresh server each time) and returns the run with the
+ * median p99, with every run's figures in `runs`: one run's tail moves a lot with whatever
+ * else the machine does (the server shares 2 cores with 500 clients here), so the target is
+ * judged on the median run, as the throughput scenarios are. Every run is printed.
+ */
 export async function runWsFeedBench({ log = console.log } = {}) {
+  const runs = [];
+  for (let i = 1; i <= wsFeedSettings.repeat; i++) {
+    log(`  run ${i}/${wsFeedSettings.repeat}`);
+    runs.push(await runWsFeedOnce({ log }));
+  }
+  const byP99 = [...runs].sort((a, b) => (a.p99Ms ?? Infinity) - (b.p99Ms ?? Infinity));
+  const median = byP99[Math.floor((byP99.length - 1) / 2)];
+  const p99s = runs.map((r) => (r.p99Ms === null ? 'n/a' : r.p99Ms.toFixed(1))).join(', ');
+  log(`  p99 of the runs: ${p99s} ms; median run: p50 ${median.p50Ms?.toFixed(1)} ms, p99 ${median.p99Ms?.toFixed(1)} ms (target p99 < ${wsFeedSettings.targetP99Ms} ms: ${median.target.met ? 'met' : 'NOT met'})`);
+  return { ...median, runs };
+}
+
+/** One run: a fresh server, the clients, the steady mail; returns the figures (and prints them). */
+async function runWsFeedOnce({ log }) {
   const s = wsFeedSettings;
   const dir = mkdtempSync(join(tmpdir(), 'mailwire-ws-bench-'));
   let server = null;

@@ -105,6 +105,18 @@ describe('GroupCommit', () => {
       expect(performance.now() - t).toBeLessThan(390);
     });
 
+    it('with lingerFrom, a batch smaller than it does not make the next one wait; one that size does', async () => {
+      const gc = new GroupCommit(immediateRunner, { lingerMs: 400, lingerFrom: 3 });
+      await Promise.all([gc.submit(1), gc.submit(2)]);
+      let t = performance.now();
+      await gc.submit(3);
+      expect(performance.now() - t).toBeLessThan(390);
+      await Promise.all([gc.submit(4), gc.submit(5), gc.submit(6)]);
+      t = performance.now();
+      await gc.submit(7);
+      expect(performance.now() - t).toBeGreaterThanOrEqual(390);
+    });
+
     it('a full batch does not wait for the linger', async () => {
       const gc = new GroupCommit(immediateRunner, { lingerMs: 60_000, maxBatch: 3 });
       await Promise.all([gc.submit(1), gc.submit(2)]);

@@ -12,8 +12,8 @@
  * previous batch finished. Each caller gets its own result: the runner reports one outcome
  * per item, and a runner that throws fails every caller of that batch (never silently).
  *
- * Lingering: when commits arrive concurrently (the previous batch held more than one item),
- * the next batch waits up to lingerMs after its first item for more to join, unless it fills
+ * Lingering: when commits arrive concurrently (the previous batch held lingerFrom items or
+ * more), the next batch waits up to lingerMs after its first item for more to join, unless it fills
  * up first. Under load that makes batches several times larger, so far fewer syncs for the
  * same work; a lone caller (one commit at a time, as in spool recovery) never waits for it.
  */
@@ -40,11 +40,18 @@ export interface GroupCommitOptions {
   maxBatch?: number;
   /** How long a batch may wait for more items while commits arrive concurrently. Default 0. */
   lingerMs?: number;
+  /**
+   * The size of the previous batch from which the next one lingers (default 2). Higher keeps
+   * a moderate, bursty flow (two commits now and then) from paying the linger as latency,
+   * while a sustained high rate, whose batches are large, still gets them larger.
+   */
+  lingerFrom?: number;
 }
 
 export class GroupCommit<T, R> {
   readonly #maxBatch: number;
   readonly #lingerMs: number;
+  readonly #lingerFrom: number;
   #queue: Waiting<T, R>[] = [];
   #running = false;
   /** The next batch's start, when scheduled: on the next turn of the loop, or after a linger. */
@@ -59,6 +66,7 @@ export class GroupCommit<T, R> {
   ) {
     this.#maxBatch = options.maxBatch ?? 128;
     this.#lingerMs = options.lingerMs ?? 0;
+    this.#lingerFrom = options.lingerFrom ?? 2;
     if (!Number.isSafeInteger(this.#maxBatch) || this.#maxBatch < 1) throw new RangeError('maxBatch must be a positive integer');
     if (!(this.#lingerMs >= 0)) throw new RangeError('lingerMs must be >= 0');
   }
@@ -79,7 +87,7 @@ export class GroupCommit<T, R> {
   #schedule(): void {
     if (this.#running || this.#immediate || this.#queue.length === 0) return;
     const full = this.#queue.length >= this.#maxBatch;
-    const lingering = !full && this.#lastBatchSize > 1;
+    const lingering = !full && this.#lastBatchSize >= this.#lingerFrom;
     const wait = lingering ? this.#lingerMs - (performance.now() - this.#queue[0]!.at) : 0;
     if (wait > 0) this.#lingerTimer ??= setTimeout(() => this.#startSoon(), wait);
     else this.#startSoon();

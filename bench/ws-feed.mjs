@@ -100,7 +100,7 @@ async function startMailwire(dir) {
       'log: { level: warn }',
       'smtp: { limits: { max_connections: 1000, max_connections_per_ip: 1000 } }',
       `tls: { cert: ${JSON.stringify(join(dir, 'cert.pem'))}, key: ${JSON.stringify(join(dir, 'key.pem'))} }`,
-      'http: { feed: { max_clients: 2000 } }',
+      'http: { feed: { max_clients: 2000, max_clients_per_ip: 2000 } }',
       '',
     ].join('\n'),
   );

@@ -204,6 +204,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       allowedOrigins: config.http.allowed_origins,
       authorize: access.authorize,
       maxClients: config.http.feed.max_clients,
+      maxClientsPerIp: config.http.feed.max_clients_per_ip,
       maxBufferedBytes: config.http.feed.max_buffered_bytes,
       heartbeatMs: config.http.feed.heartbeat_ms,
     });

@@ -55,8 +55,9 @@ class FeedClient {
   }
 
   /** Opens the feed; rejects with the HTTP status when the upgrade is refused. */
-  static open(t: Target, query = '', headers: Record<string, string> = {}, path = '/api/v1/events'): Promise<FeedClient> {
-    const ws = new WebSocket(`ws://127.0.0.1:${t.addresses.http.port}${path}${query}`, { headers });
+  static open(t: Target, query = '', headers: Record<string, string> = {}, path = '/api/v1/events', localAddress?: string): Promise<FeedClient> {
+    // localAddress: another 127.x.y.z source address, to appear as another client.
+    const ws = new WebSocket(`ws://127.0.0.1:${t.addresses.http.port}${path}${query}`, { headers, ...(localAddress ? { localAddress } : {}) });
     const client = new FeedClient(ws);
     return new Promise((resolve, reject) => {
       ws.once('open', () => resolve(client));
@@ -448,6 +449,30 @@ describe('feed limits: slow clients, heartbeat, client count, stop', () => {
   });
 });
 
+describe('feed clients per address', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp({ spamd: false, config: { http: { feed: { max_clients: 10, max_clients_per_ip: 2 } } } });
+  });
+  afterAll(async () => t.stop());
+
+  it('refuses a third client from one address with 429, serves another address, and frees the slot on close', async () => {
+    const mine = [await FeedClient.ready(t), await FeedClient.ready(t)];
+    expect(await refusal(FeedClient.open(t))).toEqual({
+      status: 429,
+      body: { error: 'too_many_clients_from_address', message: 'too many feed clients from your address; close some first' },
+    });
+    // 127.0.0.2 is another client to the server (Linux routes all of 127/8 to loopback).
+    const other = await FeedClient.open(t, '', {}, '/api/v1/events', '127.0.0.2');
+    await other.waitFor((f) => f.type === 'feed.ready');
+    expect(await metric(t, 'mailwire_ws_refused_total{reason="limit_per_ip"}')).toBe(1);
+    await mine.pop()!.close();
+    await waitFor(async () => (await metric(t, 'mailwire_ws_clients')) === 2);
+    const again = await FeedClient.ready(t);
+    await Promise.all([...mine, other, again].map((c) => c.close()));
+  });
+});
+
 describe('feed heartbeat', () => {
   let t: TestApp;
   beforeAll(async () => {
@@ -514,6 +539,7 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
       hostPolicy: DEFAULT_HOST_POLICY,
       allowedOrigins: [],
       maxClients: 10,
+      maxClientsPerIp: 10,
       maxBufferedBytes: 256 * 1024 * 1024,
       heartbeatMs: 60_000,
     });

@@ -30,6 +30,7 @@ import type { HostPolicy } from '../http/host-check.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { EventLog, LoggedEvent } from '../store/types.js';
+import { clientKey } from '../util/net.js';
 import { normaliseOrigins } from './origin.js';
 import { CLOSE, controlFrame, eventFrame, matchesRcpt, parseFeedQuery, type FeedQuery, type Since } from './protocol.js';
 import { checkUpgrade, refuseUpgrade, type Gate, type Refusal } from './upgrade.js';
@@ -48,6 +49,8 @@ export interface EventFeedOptions {
   /** Access control (src/auth/); a refusal answers the upgrade with its 401 or 429. Absent: everyone. */
   authorize?: Gate['authorize'];
   maxClients: number;
+  /** Of those, from one address (IPv4) or /64 (IPv6). */
+  maxClientsPerIp: number;
   maxBufferedBytes: number;
   heartbeatMs: number;
 }
@@ -71,6 +74,8 @@ interface Client {
   alive: boolean;
   closed: Promise<void>;
   remote: string | undefined;
+  /** The address (or IPv6 /64) it counts against for maxClientsPerIp. */
+  key: string;
 }
 
 /**
@@ -117,6 +122,8 @@ class Feed implements EventFeed {
   readonly #dropped;
   readonly #frames;
   readonly #refused;
+  /** Connected clients per clientKey; an address leaves the map with its last client. */
+  readonly #perIp = new Map<string, number>();
   /** Last log seq the fan-out has handled. Meaningful while subscribed. */
   #hubSeq = 0;
   #unsubscribe: (() => void) | null = null;
@@ -169,6 +176,10 @@ class Feed implements EventFeed {
       }
       return this.#refuse(socket, { status: 503, reason: 'limit', code: 'too_many_clients', message: 'too many feed clients; try again later' });
     }
+    // One address must not take every slot: the viewer of everyone else would fall back to polling.
+    if ((this.#perIp.get(clientKey(req.socket.remoteAddress ?? '')) ?? 0) >= o.maxClientsPerIp) {
+      return this.#refuse(socket, { status: 429, reason: 'limit_per_ip', code: 'too_many_clients_from_address', message: 'too many feed clients from your address; close some first' });
+    }
     const parsed = parseFeedQuery(gate.url.searchParams);
     this.#wss.handleUpgrade(req, socket, head, (ws) => this.#onConnection(ws, req, parsed));
   }
@@ -190,8 +201,10 @@ class Feed implements EventFeed {
       alive: true,
       closed: new Promise((resolve) => (onClosed = resolve)),
       remote: req.socket.remoteAddress,
+      key: clientKey(req.socket.remoteAddress ?? ''),
     };
     this.#clients.add(client);
+    this.#perIp.set(client.key, (this.#perIp.get(client.key) ?? 0) + 1);
     this.#gauge.set(this.#clients.size);
     if (this.#clients.size === 1) this.#startListening();
     ws.on('pong', () => (client.alive = true));
@@ -200,6 +213,9 @@ class Feed implements EventFeed {
     ws.on('close', () => {
       client.state = 'closing';
       this.#clients.delete(client);
+      const left = (this.#perIp.get(client.key) ?? 1) - 1;
+      if (left > 0) this.#perIp.set(client.key, left);
+      else this.#perIp.delete(client.key);
       this.#gauge.set(this.#clients.size);
       if (this.#clients.size === 0) this.#stopListening();
       onClosed();

@@ -14,7 +14,7 @@ import { FEED_PATH } from './protocol.js';
 export interface Refusal {
   status: number;
   /** The label of mailwire_ws_refused_total. */
-  reason: 'host' | 'path' | 'origin' | 'auth' | 'limit' | 'stopping';
+  reason: 'host' | 'path' | 'origin' | 'auth' | 'limit' | 'limit_per_ip' | 'stopping';
   /** The `error` field of the body. */
   code: string;
   message: string;

@@ -9,6 +9,10 @@ const feedSectionSchema = z
     // and a little memory; a live frame is one buffer shared by every client, so 1000 clients
     // (the 500 of the benchmark, twice over) cost far less than 1000 copies of the mail.
     max_clients: z.number().int().positive().max(100_000).default(1000),
+    // Of those, from one client address (an IPv6 client by its /64): one misbehaving script
+    // or a flood from one host cannot take every slot. 100 is far more tabs than a person
+    // opens, and leaves room for an office behind one NAT address.
+    max_clients_per_ip: z.number().int().positive().max(100_000).default(100),
     // A client whose unsent data is above this when the next frame is due is dropped (close
     // 1008) instead of buffering without end: a stalled browser tab must not grow the server's
     // memory or slow the feed for others. 4 MiB holds over a thousand typical events, so a

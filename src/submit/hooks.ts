@@ -155,10 +155,10 @@ export class SubmitHooks {
    */
   finish(): void {
     const session = this.session;
-    const aborted = session.inTransaction && !this.#done;
     void (async () => {
-      if (aborted) await session.run('abort');
-      session.resetTransaction();
+      // endTransaction runs abort (on the ended transaction) only when one was open.
+      if (this.#done) session.resetTransaction();
+      else await session.endTransaction();
       await session.run('close');
     })();
   }

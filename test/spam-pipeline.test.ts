@@ -4,7 +4,8 @@
  * at the end of DATA with 550 5.7.1.
  */
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import nodemailer from 'nodemailer';
@@ -146,6 +147,36 @@ describe('spam action: reject', () => {
     expect(list.items).toEqual([]);
   });
 
+  it('leaves no file behind for refused spam with an attachment', async () => {
+    // sample-spam.txt's body (the GTUBE line) in a text part, and a file the parser writes out.
+    const body = sampleSpam.toString('latin1').split(/\r?\n\r?\n/).slice(1).join('\n\n');
+    const raw = Buffer.from(
+      [
+        'From: spammer@example.org',
+        'To: rcpt@example.test',
+        'Subject: with a file',
+        'MIME-Version: 1.0',
+        'Content-Type: multipart/mixed; boundary="b"',
+        '',
+        '--b',
+        'Content-Type: text/plain; charset=us-ascii',
+        '',
+        body,
+        '--b',
+        'Content-Type: application/octet-stream; name="f.bin"',
+        'Content-Disposition: attachment; filename="f.bin"',
+        'Content-Transfer-Encoding: base64',
+        '',
+        Buffer.alloc(4096, 7).toString('base64'),
+        '--b--',
+        '',
+      ].join('\r\n'),
+      'latin1',
+    );
+    await expect(send(t, raw)).rejects.toMatchObject({ responseCode: 550, response: '550 5.7.1 Message rejected as spam' });
+    expect(readdirSync(join(t.dir, 'data', 'messages'))).toEqual([]);
+  });
+
   it('still accepts ham', async () => {
     const info = await send(t, sampleHam);
     expect(info.response).toMatch(/^250 2\.0\.0 /);
@@ -156,8 +187,8 @@ describe('spam action: reject', () => {
       const body = await (await fetch(`${t.httpUrl}/metrics`)).text();
       return body.includes('result="accepted"') ? body : null;
     });
-    expect(text).toContain('mailwire_messages_total{result="rejected-spam",spam="spam"} 1');
+    expect(text).toContain('mailwire_messages_total{result="rejected-spam",spam="spam"} 2');
     expect(text).toContain('mailwire_messages_total{result="accepted",spam="ham"} 1');
-    expect(text).toMatch(/^mailwire_message_processing_seconds_count 2$/m);
+    expect(text).toMatch(/^mailwire_message_processing_seconds_count 3$/m);
   });
 });

@@ -50,7 +50,7 @@ export class Pipeline {
     const { config, store } = this.deps;
     const event = await this.#analyse(msg);
     if (event.spam.status === 'spam' && config.spamd.action === 'reject') {
-      await rm(store.attachmentsDir(msg.id), { recursive: true, force: true });
+      await store.discardFiles(msg.id);
       this.#logOutcome(event, 'rejected-spam', started);
       return { kind: 'reject', code: 550, enhanced: '5.7.1', message: 'Message rejected as spam' };
     }
@@ -71,7 +71,7 @@ export class Pipeline {
       const view = structuredClone(event);
       result = await hooks.run('eom', { eom: { spam: view.spam, event: view as unknown as EventView, edits, headers: view.headers } });
     }
-    const dropAttachments = () => rm(this.deps.store.attachmentsDir(msg.id), { recursive: true, force: true });
+    const dropAttachments = () => this.deps.store.discardFiles(msg.id);
     if (result.kind === 'reject' || result.kind === 'tempfail') {
       await dropAttachments();
       this.#logOutcome(event, 'rejected-hook', started);

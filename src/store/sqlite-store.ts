@@ -321,6 +321,10 @@ class SqliteStore implements SqliteMessageStore {
     return join(this.#messageDir(id), 'attachments');
   }
 
+  async discardFiles(id: string): Promise<void> {
+    await rm(this.#messageDir(id), { recursive: true, force: true });
+  }
+
   async commit(event: MailEvent, rawPath: string): Promise<CommitResult> {
     if (event.type !== 'mail.received') throw new Error(`commit: not a mail.received event (${String(event.type)})`);
     const rawFile = this.#rawFile(event.id);

@@ -62,6 +62,12 @@ export class StoreQueryError extends Error {
  */
 export interface MessageStore {
   attachmentsDir(id: string): string;
+  /**
+   * Removes what the pipeline wrote for a message that will not be committed (refused after
+   * parsing: spam, a hook): its directory with the attachments. A committed message is
+   * removed with delete().
+   */
+  discardFiles(id: string): Promise<void>;
   commit(event: MailEvent, rawPath: string): Promise<CommitResult>;
   get(id: string): MailEvent | null;
   /** Newest first. Throws StoreQueryError for a bad limit or cursor. */

@@ -53,10 +53,6 @@ export class FailureThrottle {
     this.#clients.set(key, { count: 1, since: now });
   }
 
-  succeed(address: string): void {
-    this.#clients.delete(clientKey(address));
-  }
-
   /**
    * One attempt: refused unchecked while the client is throttled (no hash is computed for it),
    * otherwise `check` decides and the outcome is counted.
@@ -64,10 +60,9 @@ export class FailureThrottle {
   attempt(address: string, check: () => boolean): AttemptOutcome {
     const wait = this.blockedFor(address);
     if (wait > 0) return { kind: 'throttled', retryAfterS: wait };
-    if (check()) {
-      this.succeed(address);
-      return { kind: 'ok' };
-    }
+    // A success does not clear the count: otherwise anyone holding one working login could
+    // interleave it with guesses at other accounts and never reach the limit.
+    if (check()) return { kind: 'ok' };
     this.fail(address);
     return { kind: 'invalid' };
   }

@@ -287,9 +287,10 @@ export class WebhookDispatcher {
   }
 
   #launch(hook: Hook, delivery: Delivery): void {
-    hook.inflight.add(delivery.seq);
-    // Leased: a crash mid-attempt leaves it due shortly after the deadline, never lost.
+    // Leased: a crash mid-attempt leaves it due shortly after the deadline, never lost. Before
+    // it counts as in flight: if the store throws here, no run exists to take it out again.
     this.#db!.reschedule(delivery.seq, Date.now() + hook.config.timeout_ms + LEASE_MARGIN_MS);
+    hook.inflight.add(delivery.seq);
     const run = this.#attempt(hook, delivery)
       .catch((err: unknown) => this.#log.error({ err, webhook: hook.config.name, delivery: delivery.id }, 'webhook attempt failed unexpectedly'))
       .finally(() => {

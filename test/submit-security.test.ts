@@ -5,6 +5,7 @@
  * and header lines beyond RFC 5322's 998. The real app, relaying to a real SMTP server.
  */
 import { request as httpRequest, type ClientRequest } from 'node:http';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../src/auth/ssha.js';
 import { startTestApp, waitFor, type TestApp } from './helpers/app.js';
@@ -263,6 +264,48 @@ describe('submit.max_concurrent', () => {
     expect(r.status).toBe(200);
     expect(sink.messages.length).toBe(before + 1);
     expect(answers).toEqual([]);
+  });
+});
+
+describe('pipelined requests from a client that leaves while they wait for a slot', () => {
+  let q: TestApp;
+  beforeAll(async () => {
+    q = await startTestApp({
+      spamd: false,
+      config: { submit: { max_concurrent: 1, max_queued: 4, queue_wait: 30 } },
+      files: { mailertable: `default: { mailer: ESMTP, host: 127.0.0.1, port: ${sink.port} }\n`, recipients: "domainpart: [ 'example.org' ]\n" },
+    });
+  });
+  afterAll(async () => q?.stop());
+
+  // The second of two pipelined requests has no response on the socket yet: only the socket's
+  // own 'close' says its client left. Missed, the slot went to the dead request for good.
+  it('gives their places up, so the slot is not lost to a dead request', async () => {
+    const holder: ClientRequest = httpRequest({
+      host: '127.0.0.1',
+      port: q.addresses.http.port,
+      method: 'POST',
+      path: '/submit',
+      agent: false,
+      headers: { 'content-type': 'application/json', 'content-length': '1000' },
+    });
+    holder.on('error', () => {});
+    holder.write('{"ehlo":');
+    await new Promise((r) => setTimeout(r, 200));
+    const body = JSON.stringify(mail());
+    const one = `POST /submit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    const pipelined = connect(q.addresses.http.port, '127.0.0.1');
+    pipelined.on('error', () => {});
+    await new Promise((r) => pipelined.once('connect', r));
+    pipelined.write(one + one);
+    await new Promise((r) => setTimeout(r, 300));
+    pipelined.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    holder.destroy();
+    const started = Date.now();
+    const r = await postSubmit(q.httpUrl, mail());
+    expect(r.status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(5000);
   });
 });
 

@@ -61,7 +61,29 @@ export function crossSiteRequest(req: Pick<IncomingMessage, 'headers' | 'rawHead
 }
 
 /** The admissions of requests whose body is being read, for their handler. */
-const admissions = new WeakMap<IncomingMessage, { admission: Extract<Admission, { kind: 'admit' }>; handled: boolean }>();
+const admissions = new WeakMap<IncomingMessage, { admission: Extract<Admission, { kind: 'admit' }>; handled: boolean; unwatch: () => void }>();
+
+/**
+ * Calls `onGone` once when the client is gone: its response closed, or its socket. Both are
+ * needed: a pipelined request waiting behind another has no response attached to the socket
+ * yet, so its response never emits 'close' when the socket dies. Returns the unsubscribe.
+ */
+function watchGone(request: FastifyRequest, reply: FastifyReply, onGone: () => void): () => void {
+  const socket = request.raw.socket;
+  let fired = false;
+  const fire = () => {
+    if (fired) return;
+    fired = true;
+    onGone();
+  };
+  reply.raw.once('close', fire);
+  socket?.once('close', fire);
+  if (!socket || socket.destroyed) fire();
+  return () => {
+    reply.raw.off('close', fire);
+    socket?.off('close', fire);
+  };
+}
 
 /** The onRequest hook of POST /submit: origin, access, concurrency; before the body is read. */
 export function submitGate(deps: ResolvedHttpDeps) {
@@ -74,23 +96,22 @@ export function submitGate(deps: ResolvedHttpDeps) {
     }
     // A client that leaves while waiting for a slot gives its place in line up.
     const gone = new AbortController();
-    const onClose = () => gone.abort();
-    reply.raw.once('close', onClose);
+    const unwatchWait = watchGone(request, reply, () => gone.abort());
     const admission = await deps.submit.admit({ ...client(request), authorization: header(request, 'authorization') }, gone.signal);
-    reply.raw.off('close', onClose);
+    unwatchWait();
     // Answered even when the client has gone (nothing is written then): the handler must not run.
     if (admission.kind === 'refuse') return send(reply, admission.out);
     if (gone.signal.aborted) {
       admission.release();
       return send(reply, deps.submit.fixed('busy', client(request)));
     }
-    const entry = { admission, handled: false };
-    admissions.set(request.raw, entry);
     // A request that ends before its handler runs (body too large, client gone) frees its slot
     // here; once the handler runs, the slot is held until the relaying is done.
-    reply.raw.once('close', () => {
+    const entry = { admission, handled: false, unwatch: () => {} };
+    entry.unwatch = watchGone(request, reply, () => {
       if (!entry.handled) admission.release();
     });
+    admissions.set(request.raw, entry);
     return undefined;
   };
 }
@@ -102,6 +123,7 @@ export function postSubmit(deps: ResolvedHttpDeps): RouteHandler {
     // Every route of this scope has the gate; no admission is a bug, not a reason to skip the check.
     if (!entry) throw new Error('POST /submit without an admission');
     entry.handled = true;
+    entry.unwatch(); // keep-alive sockets serve many requests: no listener left behind
     try {
       const body = typeof request.body === 'string' ? request.body : '';
       return send(reply, await deps.submit.submit({ ...client(request), body, admitted: { user: entry.admission.user } }));

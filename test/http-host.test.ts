@@ -13,7 +13,8 @@ import type { FastifyInstance } from 'fastify';
 import { httpSchema } from '../src/config/schema.js';
 import type { MailEvent } from '../src/events/types.js';
 import { silentLogger } from '../src/log/logger.js';
-import { DEFAULT_HOST_POLICY, hostAllowed, isLoopbackBind, requestHostAllowed, type HostPolicy } from '../src/http/host-check.js';
+import { DEFAULT_HOST_POLICY, hostAllowed, hostKnown, isLoopbackBind, requestHostAllowed, type HostPolicy } from '../src/http/host-check.js';
+import { crossSiteRequest } from '../src/http/submit.js';
 import { createHttpServer } from '../src/http/server.js';
 import { openSqliteStore, type SqliteMessageStore } from '../src/store/sqlite-store.js';
 import { makeEvent } from './helpers/events.js';
@@ -392,6 +393,32 @@ describe('hostAllowed', () => {
     expect(requestHostAllowed(req(['Host', 'localhost'], 'ws://127.0.0.1:8025/api/v1/events'), loopback)).toBe(true);
     expect(requestHostAllowed(req(['Host', 'localhost'], 'ws://attacker.example/api/v1/events'), loopback)).toBe(false);
     expect(requestHostAllowed(req(['Host', 'localhost'], 'attacker.example:443'), loopback)).toBe(false);
+  });
+});
+
+describe('hostKnown, and the /submit CSRF check that relies on it', () => {
+  const any: HostPolicy = { boundHost: '0.0.0.0', allowedHosts: [] };
+  const listed: HostPolicy = { boundHost: '192.0.2.10', allowedHosts: ['mail.example.org', '.corp.example'] };
+  const req = (host: string, origin: string) => ({ headers: { host, origin }, rawHeaders: ['Host', host, 'Origin', origin] });
+
+  it('knows loopback, the bound address and allowed_hosts, never a Host served only because any Host is', () => {
+    expect(hostKnown('attacker.example:8025', any)).toBe(false);
+    expect(hostAllowed('attacker.example:8025', any)).toBe(true);
+    expect(hostKnown('localhost:8025', any)).toBe(true);
+    expect(hostKnown('127.0.0.1:8025', any)).toBe(true);
+    for (const host of ['192.0.2.10:8025', 'mail.example.org', 'a.corp.example']) expect(hostKnown(host, listed), host).toBe(true);
+    expect(hostKnown('attacker.example', listed)).toBe(false);
+    expect(hostKnown('a b', any)).toBe(false);
+  });
+
+  it('a DNS-rebinding page is not "same origin" on a server that serves any Host; a known host is', () => {
+    const none = new Set<string>();
+    // attacker.example now resolves to this server: Host and Origin agree, the peer is in relayhosts.
+    expect(crossSiteRequest(req('attacker.example:8025', 'http://attacker.example:8025'), none, any)).toBe(true);
+    expect(crossSiteRequest(req('localhost:8025', 'http://localhost:8025'), none, any)).toBe(false);
+    expect(crossSiteRequest(req('mail.example.org', 'https://mail.example.org'), none, listed)).toBe(false);
+    // Listed in http.allowed_origins, the page is served whatever the Host.
+    expect(crossSiteRequest(req('attacker.example:8025', 'http://attacker.example:8025'), new Set(['http://attacker.example:8025']), any)).toBe(false);
   });
 });
 

@@ -140,13 +140,21 @@ function compile(policy: HostPolicy): Compiled {
  * matches example.org itself and every name under it, not `evilexample.org`.
  */
 export function hostAllowed(hostHeader: string | undefined, policy: HostPolicy): boolean {
+  return hostKnown(hostHeader, policy) || (parseHostHeader(hostHeader) !== null && compile(policy).anyHost);
+}
+
+/**
+ * Whether this Host is one we know by name (loopback, the bound address, allowed_hosts), not
+ * merely served because a non-loopback server with no allowed_hosts serves any Host. Such a
+ * Host can be a DNS-rebinding page's own name, so it cannot vouch for "same origin".
+ */
+export function hostKnown(hostHeader: string | undefined, policy: HostPolicy): boolean {
   const host = parseHostHeader(hostHeader);
   if (host === null) return false;
   if (isLoopbackHost(host)) return true;
   const rules = compile(policy);
   if (rules.exact.has(host.value)) return true;
-  if (host.kind === 'name' && rules.suffixes.some((s) => host.value.endsWith(s) || host.value === s.slice(1))) return true;
-  return rules.anyHost;
+  return host.kind === 'name' && rules.suffixes.some((s) => host.value.endsWith(s) || host.value === s.slice(1));
 }
 
 const ABSOLUTE_FORM = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i;

@@ -12,6 +12,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Admission, SubmitOutput } from '../submit/submit.js';
 import type { ResolvedHttpDeps } from './deps.js';
 import { sendError } from './errors.js';
+import { hostKnown, type HostPolicy } from './host-check.js';
 import { checkOrigin, normaliseOrigins } from './origin.js';
 import type { RouteHandler } from './request.js';
 
@@ -51,10 +52,14 @@ function send(reply: FastifyReply, out: SubmitOutput): FastifyReply {
  * request comes from: Origin (on every POST) and Sec-Fetch-Site. Haineko clients (curl,
  * scripts, servers) send neither. Refused: an Origin that is not this server's own or in
  * http.allowed_origins, and, without Origin, Sec-Fetch-Site cross-site or same-site (another
- * port of the same host is another origin).
+ * port of the same host is another origin). "Same origin" counts only for a Host we know by
+ * name (hostKnown): on a server that serves any Host, a DNS-rebinding page's own name would
+ * otherwise be its own "same origin", from a peer address in relayhosts.
  */
-export function crossSiteRequest(req: Pick<IncomingMessage, 'headers' | 'rawHeaders'>, allowedOrigins: ReadonlySet<string>): boolean {
+export function crossSiteRequest(req: Pick<IncomingMessage, 'headers' | 'rawHeaders'>, allowedOrigins: ReadonlySet<string>, hostPolicy: HostPolicy): boolean {
   const origin = checkOrigin(req, allowedOrigins);
+  // 'same' implies a parsable Origin; an unknown Host leaves only http.allowed_origins to vouch.
+  if (origin === 'same' && !hostKnown(req.headers.host, hostPolicy)) return !allowedOrigins.has(new URL(req.headers.origin!).origin);
   if (origin !== 'none') return origin === 'refused';
   const site = req.headers['sec-fetch-site'];
   return site === 'cross-site' || site === 'same-site';
@@ -90,7 +95,7 @@ export function submitGate(deps: ResolvedHttpDeps) {
   const origins = normaliseOrigins(deps.allowedOrigins ?? []);
   return async (request: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
     if (!deps.submit) return undefined; // the handler answers 404
-    if (crossSiteRequest(request.raw, origins)) {
+    if (crossSiteRequest(request.raw, origins, deps.hostPolicy)) {
       deps.logger.info({ origin: request.headers.origin?.slice(0, 100), site: header(request, 'sec-fetch-site') }, 'submit refused: cross-site browser request');
       return send(reply, deps.submit.fixed('crossSite', client(request)));
     }

@@ -335,6 +335,23 @@ describe('health, readiness, metrics', () => {
   });
 });
 
+describe('request deadlines', () => {
+  // fastify's requestTimeout alone left Node's 60 s headersTimeout in force (Node enforces the
+  // larger), checked only every 30 s: a slow client could hold a socket about twice as long
+  // as docs/security.md says. Node's own fields are what it enforces.
+  it('the server gives 30 s for a whole request and 20 s for its headers, checked every 2 s', async () => {
+    const app = createHttpServer({ store, logger: silentLogger(), readiness: () => readiness });
+    await app.ready();
+    try {
+      expect(app.server.requestTimeout).toBe(30_000);
+      expect(app.server.headersTimeout).toBe(20_000);
+      expect((app.server as unknown as { connectionsCheckingInterval: number }).connectionsCheckingInterval).toBe(2_000);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe('unknown paths and methods', () => {
   it.each([
     ['GET', '/api/v1/nope'],

@@ -272,7 +272,7 @@ describe('pipelined requests from a client that leaves while they wait for a slo
   beforeAll(async () => {
     q = await startTestApp({
       spamd: false,
-      config: { submit: { max_concurrent: 1, max_queued: 4, queue_wait: 30 } },
+      config: { submit: { max_concurrent: 1, max_queued: 4, queue_wait: 20 } },
       files: { mailertable: `default: { mailer: ESMTP, host: 127.0.0.1, port: ${sink.port} }\n`, recipients: "domainpart: [ 'example.org' ]\n" },
     });
   });

@@ -22,7 +22,14 @@ const BODY_LIMIT = 64 * 1024;
  * slow reader may take minutes over a 25 MiB raw message. Stops slowloris-style clients
  * from holding sockets with a trickle of header bytes.
  */
-const REQUEST_TIMEOUT_MS = 30_000;
+export const REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * The headers alone, within that. Must be set with the server (fastify's requestTimeout alone
+ * leaves Node's 60 s default here, and Node then enforces the larger of the two).
+ */
+const HEADERS_TIMEOUT_MS = 20_000;
+/** How often Node checks those deadlines (default 30 s: a deadline could pass by 30 s unnoticed). */
+const TIMEOUT_CHECK_INTERVAL_MS = 2_000;
 /**
  * A refused Host is logged at warn at most this often (a rebinding page can send thousands);
  * the others go to debug. The warn names the host so an operator can add a legitimate one.
@@ -63,7 +70,7 @@ export function createHttpServer(input: HttpDeps): FastifyInstance {
     return503OnClosing: true,
     // Node answers an HTTP/1.1 request without Host with a bare 400 of its own; let it through
     // to the Host check instead, which refuses it like any other unknown Host (403, JSON, headers).
-    http: { requireHostHeader: false },
+    http: { requireHostHeader: false, headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS },
     // Errors fastify raises before routing (a malformed percent-encoding in the path): no hook
     // has run, so the security headers are set here too. The URL is not echoed back.
     frameworkErrors: (err, _request, reply) => {

@@ -25,9 +25,10 @@ export const submitSettingsSchema = z
     // read (a waiting request costs a socket, not a buffer). 256 absorbs a burst from a busy
     // app server; beyond it, or after queue_wait seconds in line, 503 with Retry-After.
     max_queued: z.number().int().nonnegative().max(10_000).default(256),
-    // Seconds a request may wait for a slot: well inside an HTTP client's usual 60 s timeout,
-    // so the client gets a clear 503 rather than a timeout of its own.
-    queue_wait: z.number().positive().max(600).default(30),
+    // Seconds a request may wait for a slot. The wait counts against the 30 s the HTTP server
+    // gives a client to send its whole request, so at most 20 s leaves time for the body; 10 s
+    // rides out a burst, and the client gets a clear 503 rather than a timeout of its own.
+    queue_wait: z.number().positive().max(20).default(10),
     // Haineko's `-A`: every request must carry valid Basic credentials (config/password),
     // even from relayhosts. Off: credentials are checked when sent, relayhosts need none.
     require_auth: z.boolean().default(false),

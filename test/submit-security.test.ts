@@ -191,6 +191,10 @@ describe('Basic authentication on /submit', () => {
     expect(Number(r.headers.get('retry-after'))).toBeLessThanOrEqual(60);
     expect(r.json).toEqual(reply(454, '4.7.0', 'AUTH', 'Temporary authentication failure: too many failed attempts, try again later'));
     expect(sink.messages.length).toBe(before);
+    // Credentials that do not parse, or another scheme, get the same 429 (not a 401 to learn from).
+    for (const authorization of ['Bearer abc', 'Basic !!!', 'Digest x']) {
+      expect([authorization, (await postSubmit(t.httpUrl, mail(), { authorization })).status]).toEqual([authorization, 429]);
+    }
     // relayhosts needs no credentials, so a loopback client without them is still served.
     expect((await postSubmit(t.httpUrl, mail())).status).toBe(200);
   });

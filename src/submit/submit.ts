@@ -131,13 +131,11 @@ export function createSubmitService(opts: SubmitServiceOptions): SubmitService {
     const creds = parseAuthorization(client.authorization);
     const unauthorized = (): { kind: 'refuse'; out: SubmitOutput } => ({ kind: 'refuse', out: { status: 401, headers: { 'www-authenticate': challenge }, body: entry('authRequired') } });
     if (creds !== null) {
-      // Any scheme but Basic, or a Basic value that does not decode, is a failed login too.
-      if (creds.scheme !== 'basic') {
-        logger.info({ remote, scheme: creds.scheme }, 'submit: authentication failed');
-        return unauthorized();
-      }
-      const outcome = login('submit', client.remoteAddress, creds.user, creds.password);
-      if (outcome.kind === 'ok') return { kind: 'admit', user: creds.user };
+      // Any scheme but Basic, or a Basic value that does not decode, is a failed login too
+      // (and, like any attempt while the client is throttled, answered 429).
+      const user = creds.scheme === 'basic' ? creds.user : null;
+      const outcome = login('submit', client.remoteAddress, user, creds.scheme === 'basic' ? creds.password : null);
+      if (outcome.kind === 'ok') return { kind: 'admit', user };
       if (outcome.kind === 'throttled') {
         return { kind: 'refuse', out: { status: 429, headers: { 'retry-after': String(outcome.retryAfterS) }, body: entry('authThrottled') } };
       }

@@ -168,6 +168,30 @@ describe('header lines are folded (RFC 5322 2.1.1: at most 998 octets)', () => {
     const words = [...field(raw, 'Subject').matchAll(/=\?UTF-8\?B\?([^?]*)\?=/g)].map((m) => Buffer.from(m[1]!, 'base64').toString('utf8'));
     expect(words.join('')).toBe(subject);
   });
+
+  it('runs of whitespace are squeezed, so they can neither make an overlong line nor a blank continuation line', async () => {
+    const raw = await delivered(mail({}, { subject: `a${' '.repeat(2000)}b${' word'.repeat(30)}${' '.repeat(200)}`, 'X-Tabs': `x\t\t\ty${'\t'.repeat(1500)}` }));
+    for (const line of headerBlock(raw)) {
+      expect(line.length, line).toBeLessThanOrEqual(78);
+      expect(line, 'a line of only whitespace').toMatch(/\S/);
+    }
+    expect(field(raw, 'Subject')).toBe(`a b${' word'.repeat(30)}`);
+    expect(field(raw, 'X-Tabs')).toBe('x y');
+  });
+
+  it('an address in From, Reply-To or Cc longer than 256 characters is refused: 400, 501 5.6.0', async () => {
+    const long = `x <${'a'.repeat(1500)}@example.org>`;
+    for (const header of [{ from: long }, { replyto: long }, { cc: ['ok@example.org', long] }, { from: `${'b'.repeat(300)}@example.org` }]) {
+      const before = sink.messages.length;
+      const r = await postSubmit(t.httpUrl, mail({}, header));
+      expect(r.status).toBe(400);
+      expect(r.json.response.at(-1)).toEqual({ ...reply(501, '5.6.0', 'DATA', 'Invalid message content'), message: ['Invalid message content', 'address longer than 256 characters in From, Reply-To or Cc'] });
+      expect(sink.messages.length).toBe(before);
+    }
+    // A long display name is fine: it becomes encoded words.
+    const raw = await delivered(mail({}, { from: `${'N'.repeat(1200)} <kijitora@example.jp>` }));
+    for (const line of headerBlock(raw)) expect(line.length, line).toBeLessThanOrEqual(998);
+  });
 });
 
 describe('Basic authentication on /submit', () => {

@@ -88,13 +88,24 @@ function hasLongWord(value: string): boolean {
   return false;
 }
 
+/**
+ * Runs of spaces and tabs become one space, and none is left at either end: folding happens
+ * only before a space that follows a word, so a long run could not be folded, and a trailing
+ * one would make a continuation line of nothing but whitespace.
+ */
+function squeeze(value: string): string {
+  return value.replace(/[ \t]+/g, ' ').trim();
+}
+
 /** A header value: ASCII as it is (folded later), otherwise, or with a word too long to fold, encoded words. */
-export function headerText(value: string, charset: Charset): string {
+export function headerText(raw: string, charset: Charset): string {
+  const value = squeeze(raw);
   return isAscii(value) && !hasLongWord(value) ? value : encodeWords(value, charset);
 }
 
 /** An address header value (`Name <a@b>`): only a non-ASCII (or unfoldably long) display name is encoded. */
-export function headerAddressText(value: string, charset: Charset): string {
+export function headerAddressText(raw: string, charset: Charset): string {
+  const value = squeeze(raw);
   if (isAscii(value) && !hasLongWord(value)) return value;
   const m = /^(.*?)\s*(<[^<>]*>)\s*$/.exec(value);
   if (!m) return encodeWords(value, charset);

@@ -104,6 +104,15 @@ export function readRequest(json: Record<string, unknown>): SubmitRequest | null
   }
 }
 
+/** RFC 5321 4.5.3.1.3: a path is at most 256 octets, so no real address is longer. */
+const MAX_ADDRESS = 256;
+
+/** The address of an address header value: what is inside <…>, or the whole value without them. */
+function addressPart(value: string): string {
+  const m = /<([^<>]*)>\s*$/.exec(value);
+  return m ? m[1]! : value.trim();
+}
+
 function read(json: Record<string, unknown>): SubmitRequest {
   const rawHeader = json['header'];
   const header: Record<string, unknown> = {};
@@ -144,19 +153,27 @@ function read(json: Record<string, unknown>): SubmitRequest {
   }
 
   const loop = header['x-haineko-loop'];
+  const from = header['from'] === undefined || header['from'] === null ? null : scalar(header['from']);
+  const replyto = (() => {
+    const v = first(header, 'replyto', 'reply-to');
+    return v === undefined ? null : scalar(v);
+  })();
+  const cc = list(header['cc']);
+  for (const value of [from, replyto, ...cc]) {
+    const address = value === null ? null : addressPart(value);
+    // The address itself is never encoded or folded: a longer one would make an overlong line.
+    if (address !== null && address.length > MAX_ADDRESS) contentError ??= `address longer than ${MAX_ADDRESS} characters in From, Reply-To or Cc`;
+  }
   return {
     ehlo: scalar(first(json, 'ehlo', 'helo')),
     mail: scalar(first(json, 'mail', 'send', 'from')),
     // An empty string is no recipient ("rcpt": "" means none given).
     rcpt: list(first(json, 'rcpt', 'recv', 'to')).filter((r) => r !== ''),
     header: {
-      from: header['from'] === undefined || header['from'] === null ? null : scalar(header['from']),
+      from,
       subject: scalar(header['subject']),
-      replyto: (() => {
-        const v = first(header, 'replyto', 'reply-to');
-        return v === undefined ? null : scalar(v);
-      })(),
-      cc: list(header['cc']),
+      replyto,
+      cc,
       charset: scalar(header['charset']) || 'UTF-8',
       extra,
       loop: typeof loop === 'string' ? loop.split(',').map((s) => s.trim()).filter(Boolean) : list(loop),

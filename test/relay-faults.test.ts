@@ -151,11 +151,11 @@ describe('ESMTP retry bounds: one set, in the table schema', () => {
 });
 
 describe('ESMTP overall deadline per attempt', () => {
-  it('an upstream trickling its reply to the end of DATA is cut at the route timeout: 421 CONN, connection closed', async () => {
+  it('an upstream trickling its reply to the end of DATA is cut at the route timeout: 421 CONN, connection closed, not retried', async () => {
     // Each line comes well within nodemailer's per-step socket timeout, so only an overall
     // deadline ends this; the server gives up by itself after 15 s so the test stays bounded.
     const sockets: Socket[] = [];
-    const state = { closed: 0, trickled: 0, finished: false };
+    const state = { closed: 0, trickled: 0, finished: false, data: 0 };
     const server = createTcpServer((socket) => {
       sockets.push(socket);
       socket.on('close', () => state.closed++);
@@ -186,6 +186,7 @@ describe('ESMTP overall deadline per attempt', () => {
           if (line.startsWith('EHLO') || line.startsWith('HELO')) socket.write('250 fault.test\r\n');
           else if (line.startsWith('MAIL') || line.startsWith('RCPT') || line.startsWith('RSET') || line.startsWith('NOOP')) socket.write('250 2.0.0 Ok\r\n');
           else if (line === 'DATA') {
+            state.data++;
             inData = true;
             socket.write('354 go ahead\r\n');
             return;
@@ -197,7 +198,8 @@ describe('ESMTP overall deadline per attempt', () => {
     const port = await listen(server);
     closers.push(() => sockets.forEach((s) => s.destroy()));
     const relay = createRelay({ hostname: HOSTNAME, maxWorkers: 1, logger: silentLogger() });
-    const result = await relay.deliver(delivery({ 'slow.test': { mailer: 'ESMTP', host: '127.0.0.1', port, timeout: 1 } }, 'a@slow.test'));
+    // retry: 2 must not send it again: the upstream may have the message (a duplicate otherwise).
+    const result = await relay.deliver(delivery({ 'slow.test': { mailer: 'ESMTP', host: '127.0.0.1', port, timeout: 1, retry: 2, sleep: 0.01 } }, 'a@slow.test'));
     expect(result).toEqual({
       dsn: null,
       code: 421,
@@ -212,6 +214,40 @@ describe('ESMTP overall deadline per attempt', () => {
     // The stuck connection is closed, not left in the pool.
     await waitFor(async () => state.closed === 1, 5000);
     expect(state.finished).toBe(false);
+    expect(state.data).toBe(1);
     relay.close();
+  });
+
+  it('time spent waiting for a pooled connection does not count against the deadline', async () => {
+    // One connection (max_workers 1), 600 ms per message, a 1 s deadline: the third message
+    // waits 1.2 s for the connection, and must still be delivered.
+    const delivered: string[] = [];
+    const server = new SMTPServer({
+      logger: false,
+      disabledCommands: ['AUTH', 'STARTTLS'],
+      onData(stream, session, cb) {
+        stream.resume();
+        stream.on('end', () =>
+          setTimeout(() => {
+            delivered.push(session.envelope.rcptTo[0]!.address);
+            cb(null, '2.0.0 Ok: queued');
+          }, 600),
+        );
+      },
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server.server, 'listening');
+    closers.push(() => new Promise<void>((r) => server.close(() => r())));
+    const port = (server.server.address() as AddressInfo).port;
+    const relay = createRelay({ hostname: HOSTNAME, maxWorkers: 1, logger: silentLogger() });
+    const table = { 'busy.test': { mailer: 'ESMTP', host: '127.0.0.1', port, timeout: 1 } };
+    const results = await Promise.all(['a', 'b', 'c'].map((u) => relay.deliver(delivery(table, `${u}@busy.test`))));
+    relay.close();
+    expect(results.map((r) => [r.rcpt, r.code])).toEqual([
+      ['a@busy.test', 250],
+      ['b@busy.test', 250],
+      ['c@busy.test', 250],
+    ]);
+    expect(delivered.sort()).toEqual(['a@busy.test', 'b@busy.test', 'c@busy.test']);
   });
 });

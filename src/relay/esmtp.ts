@@ -3,6 +3,7 @@
  * transaction (MAIL, one RCPT, DATA), so the reply reported for a recipient is the upstream's
  * answer to the end of DATA for that recipient, not to QUIT (a Haineko defect).
  */
+import { Slots } from '../util/slots.js';
 import nodemailer from 'nodemailer';
 import type { Transporter } from 'nodemailer';
 import type { Route } from '../routing/types.js';
@@ -47,16 +48,23 @@ export function tlsVerify(route: Route): boolean {
   return route.options['tls_verify'] !== false;
 }
 
+/** A pooled transport and the slots for its connections (a message waits for one outside its deadline). */
+interface Pool {
+  transport: Transporter;
+  slots: Slots;
+}
+
 export class EsmtpMailer {
-  readonly #pools = new Map<string, Transporter>();
+  readonly #pools = new Map<string, Pool>();
 
   constructor(private readonly opts: EsmtpOptions) {}
 
   async deliver(d: Delivery): Promise<ResponseEntry> {
-    return sendWithRetry(d, 'ESMTP', () => this.#transport(d.route));
+    const pool = this.#pool(d.route);
+    return (await sendWithRetry(d, 'ESMTP', () => pool.transport, pool.slots)).entry;
   }
 
-  #transport(route: Route): Transporter {
+  #pool(route: Route): Pool {
     const cred = route.credentials;
     const key = JSON.stringify([route.host, route.port, route.starttls, tlsVerify(route), route.timeoutMs, cred?.username ?? null, cred?.password ?? null]);
     const existing = this.#pools.get(key);
@@ -67,9 +75,9 @@ export class EsmtpMailer {
       return existing;
     }
     if (this.#pools.size >= MAX_POOLS) {
-      const [oldKey, oldest] = this.#pools.entries().next().value as [string, Transporter];
+      const [oldKey, oldest] = this.#pools.entries().next().value as [string, Pool];
       this.#pools.delete(oldKey);
-      oldest.close();
+      oldest.transport.close();
     }
     const transport = nodemailer.createTransport({
       pool: true,
@@ -77,12 +85,14 @@ export class EsmtpMailer {
       maxMessages: MAX_MESSAGES_PER_CONNECTION,
       ...smtpOptions(route, this.opts.hostname),
     });
-    this.#pools.set(key, transport);
-    return transport;
+    // The waiting line is bounded by the requests (submit.max_concurrent x max_workers).
+    const pool = { transport, slots: new Slots(this.opts.maxConnections, Number.MAX_SAFE_INTEGER) };
+    this.#pools.set(key, pool);
+    return pool;
   }
 
   close(): void {
-    for (const t of this.#pools.values()) t.close();
+    for (const p of this.#pools.values()) p.transport.close();
     this.#pools.clear();
   }
 }
@@ -110,34 +120,54 @@ export function smtpOptions(route: Route, hostname: string, opportunisticTls = f
   };
 }
 
+/**
+ * The outcome of a delivery. `uncertain`: the attempt's deadline passed with the transaction
+ * perhaps past the final dot, so the upstream may have the message: it is reported as a
+ * temporary failure but neither retried nor sent to another exchanger (a duplicate otherwise).
+ */
+export interface SendResult {
+  entry: ResponseEntry;
+  uncertain: boolean;
+}
+
 /** One transaction per recipient, with the route's retries for connection failures and 4xx. */
-export async function sendWithRetry(d: Delivery, mailer: string, transport: () => Transporter): Promise<ResponseEntry> {
+export async function sendWithRetry(d: Delivery, mailer: string, transport: () => Transporter, slots: Slots | null = null): Promise<SendResult> {
   const retries = Math.max(0, d.route.retry);
-  let result: ResponseEntry = cannotConnect(d.route, d.rcpt);
+  let result: SendResult = { entry: cannotConnect(d.route, d.rcpt), uncertain: false };
   for (let attempt = 0; attempt <= retries; attempt++) {
     if (attempt > 0) await new Promise((r) => setTimeout(r, d.route.sleepMs));
-    result = await sendOnce(d, mailer, transport());
+    result = await sendOnce(d, mailer, transport(), slots);
     // Permanent answers and successes are final; connection failures and 4xx may pass.
-    if (result.code < 400 || result.code >= 500) break;
+    if (result.uncertain || result.entry.code < 400 || result.entry.code >= 500) break;
   }
   return result;
 }
 
-async function sendOnce(d: Delivery, mailer: string, transport: Transporter): Promise<ResponseEntry> {
+async function sendOnce(d: Delivery, mailer: string, transport: Transporter, slots: Slots | null): Promise<SendResult> {
   const where = { host: d.route.host, port: d.route.port, rcpt: d.rcpt, mailer };
+  // A pooled transport queues messages beyond its connections; waiting for one here instead
+  // keeps that wait out of the attempt's deadline (a busy pool is not a dead upstream).
+  const release = slots ? await slots.acquire(Math.max(d.route.timeoutMs * 10, 60_000)) : () => {};
+  if (!release) return { entry: cannotConnect(where, d.rcpt, 'no free connection to the upstream in time'), uncertain: false };
   // One overall deadline per attempt, the route's timeout: nodemailer's own timeouts are per
   // step and restart on every byte, so an upstream trickling its reply would never hit them.
   // On abort nodemailer closes only the connection carrying this message, not the pool.
   const deadline = AbortSignal.timeout(d.route.timeoutMs);
   try {
     const info = (await transport.sendMail({ envelope: { from: d.sender, to: [d.rcpt] }, raw: d.message.raw(d.rcpt), signal: deadline })) as { response?: string };
-    return entryFromReply(info.response ?? '250 2.0.0 OK', { ...where, command: 'DATA' });
+    return { entry: entryFromReply(info.response ?? '250 2.0.0 OK', { ...where, command: 'DATA' }), uncertain: false };
   } catch (err) {
-    const e = err as SmtpError;
-    // The transaction may have been anywhere (even past the final dot): a temporary failure.
-    if (deadline.aborted) return cannotConnect(where, d.rcpt, `ETIMEDOUT: no final reply within the route's timeout (${d.route.timeoutMs / 1000} s)`);
-    if (e.response && e.responseCode) return entryFromReply(e.response, { ...where, command: commandName(e.command), code: e.responseCode });
-    const route = { host: d.route.host, port: d.route.port, mailer };
-    return cannotConnect(route, d.rcpt, e.code ? `${e.code}: ${e.message ?? ''}`.trim() : undefined);
+    return { entry: failure(err as SmtpError, deadline, where, d, mailer), uncertain: deadline.aborted };
+  } finally {
+    release();
   }
+}
+
+/** The response entry for a failed attempt: the upstream's refusal, or a connection failure. */
+function failure(e: SmtpError, deadline: AbortSignal, where: { host: string; port: number; rcpt: string; mailer: string }, d: Delivery, mailer: string): ResponseEntry {
+  // The transaction may have been anywhere (even past the final dot): a temporary failure.
+  if (deadline.aborted) return cannotConnect(where, d.rcpt, `ETIMEDOUT: no final reply within the route's timeout (${d.route.timeoutMs / 1000} s)`);
+  if (e.response && e.responseCode) return entryFromReply(e.response, { ...where, command: commandName(e.command), code: e.responseCode });
+  const route = { host: d.route.host, port: d.route.port, mailer };
+  return cannotConnect(route, d.rcpt, e.code ? `${e.code}: ${e.message ?? ''}`.trim() : undefined);
 }

@@ -79,13 +79,15 @@ export async function deliverToMx(d: Delivery, hostname: string): Promise<Respon
       const route: Route = { ...d.route, host: address, credentials: null };
       // One connection per delivery: exchangers differ per domain, pooling would not help.
       const transport = nodemailer.createTransport({ ...smtpOptions(route, hostname, true), tls: mxTls(d.route, host) });
+      let uncertain: boolean;
       try {
-        last = await sendWithRetry({ ...d, route }, 'MX', () => transport);
+        ({ entry: last, uncertain } = await sendWithRetry({ ...d, route }, 'MX', () => transport));
       } finally {
         transport.close();
       }
       last = { ...last, host };
-      if (last.command !== 'CONN') return last;
+      // Another exchanger only when this one surely does not have the message.
+      if (last.command !== 'CONN' || uncertain) return last;
     }
   }
   return last;

@@ -224,32 +224,33 @@ describe('Basic authentication on /submit', () => {
   });
 });
 
-describe('submit.max_concurrent', () => {
-  interface Answer {
-    status: number;
-    retryAfter: string | undefined;
-    body: string;
-  }
+interface Answer {
+  status: number;
+  retryAfter: string | undefined;
+  body: string;
+}
 
-  /** A request that sends its headers and part of its body, then waits: it holds a slot unless refused. */
-  function slowRequest(onAnswer: (a: Answer) => void): ClientRequest {
-    const req: ClientRequest = httpRequest({
-      host: '127.0.0.1',
-      port: t.addresses.http.port,
-      method: 'POST',
-      path: '/submit',
-      agent: false,
-      headers: { 'content-type': 'application/json', 'content-length': '1000' },
-    });
-    req.on('error', () => {});
-    req.on('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => onAnswer({ status: res.statusCode!, retryAfter: res.headers['retry-after'] as string | undefined, body: Buffer.concat(chunks).toString() }));
-    });
-    req.write('{"ehlo":');
-    return req;
-  }
+/** A request that sends its headers and part of its body, then waits: it holds a slot unless refused. */
+function slowRequest(port: number, onAnswer: (a: Answer) => void = () => {}): ClientRequest {
+  const req: ClientRequest = httpRequest({
+    host: '127.0.0.1',
+    port,
+    method: 'POST',
+    path: '/submit',
+    agent: false,
+    headers: { 'content-type': 'application/json', 'content-length': '1000' },
+  });
+  req.on('error', () => {});
+  req.on('response', (res) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () => onAnswer({ status: res.statusCode!, retryAfter: res.headers['retry-after'] as string | undefined, body: Buffer.concat(chunks).toString() }));
+  });
+  req.write('{"ehlo":');
+  return req;
+}
+
+describe('submit.max_concurrent', () => {
 
   const busyBody = [reply(421, '4.3.2', 'CONN', 'Too many concurrent requests, try again later')];
 
@@ -257,7 +258,7 @@ describe('submit.max_concurrent', () => {
     // Three requests that never finish their body: one holds the slot, one waits, one is refused.
     const answers: (Answer & { at: number })[] = [];
     const started = Date.now();
-    const reqs = [0, 1, 2].map(() => slowRequest((x) => answers.push({ ...x, at: Date.now() - started })));
+    const reqs = [0, 1, 2].map(() => slowRequest(t.addresses.http.port, (x) => answers.push({ ...x, at: Date.now() - started })));
     try {
       await waitFor(async () => answers.length > 0);
       expect(answers).toHaveLength(1);
@@ -281,7 +282,7 @@ describe('submit.max_concurrent', () => {
 
   it('a request that finds the slot taken waits in line and is served when it frees', async () => {
     const answers: Answer[] = [];
-    const holder = slowRequest((x) => answers.push(x));
+    const holder = slowRequest(t.addresses.http.port, (x) => answers.push(x));
     await new Promise((r) => setTimeout(r, 200));
     const before = sink.messages.length;
     const queued = postSubmit(t.httpUrl, mail());
@@ -309,16 +310,7 @@ describe('pipelined requests from a client that leaves while they wait for a slo
   // The second of two pipelined requests has no response on the socket yet: only the socket's
   // own 'close' says its client left. Missed, the slot went to the dead request for good.
   it('gives their places up, so the slot is not lost to a dead request', async () => {
-    const holder: ClientRequest = httpRequest({
-      host: '127.0.0.1',
-      port: q.addresses.http.port,
-      method: 'POST',
-      path: '/submit',
-      agent: false,
-      headers: { 'content-type': 'application/json', 'content-length': '1000' },
-    });
-    holder.on('error', () => {});
-    holder.write('{"ehlo":');
+    const holder = slowRequest(q.addresses.http.port);
     await new Promise((r) => setTimeout(r, 200));
     const body = JSON.stringify(mail());
     const one = `POST /submit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;

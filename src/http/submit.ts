@@ -76,18 +76,21 @@ const admissions = new WeakMap<IncomingMessage, { admission: Extract<Admission, 
 function watchGone(request: FastifyRequest, reply: FastifyReply, onGone: () => void): () => void {
   const socket = request.raw.socket;
   let fired = false;
-  const fire = () => {
-    if (fired) return;
-    fired = true;
-    onGone();
-  };
-  reply.raw.once('close', fire);
-  socket?.once('close', fire);
-  if (!socket || socket.destroyed) fire();
-  return () => {
+  // Keep-alive sockets serve many requests: no listener outlives its request.
+  const unwatch = () => {
     reply.raw.off('close', fire);
     socket?.off('close', fire);
   };
+  function fire(): void {
+    if (fired) return;
+    fired = true;
+    unwatch();
+    onGone();
+  }
+  reply.raw.once('close', fire);
+  socket?.once('close', fire);
+  if (!socket || socket.destroyed) fire();
+  return unwatch;
 }
 
 /** The onRequest hook of POST /submit: origin, access, concurrency; before the body is read. */
@@ -128,7 +131,7 @@ export function postSubmit(deps: ResolvedHttpDeps): RouteHandler {
     // Every route of this scope has the gate; no admission is a bug, not a reason to skip the check.
     if (!entry) throw new Error('POST /submit without an admission');
     entry.handled = true;
-    entry.unwatch(); // keep-alive sockets serve many requests: no listener left behind
+    entry.unwatch();
     try {
       const body = typeof request.body === 'string' ? request.body : '';
       return send(reply, await deps.submit.submit({ ...client(request), body, admitted: { user: entry.admission.user } }));

@@ -129,9 +129,11 @@ describe('validation, in Haineko order, with its replies', () => {
   });
 
   it('subject empty: 400, 500 5.6.0 Subject header is empty', async () => {
-    const r = await postSubmit(t.httpUrl, mail({}, { subject: '' }));
-    expect(r.status).toBe(400);
-    expect(r.json.response).toEqual([reply(500, '5.6.0', 'DATA', 'Subject header is empty')]);
+    for (const subject of ['', '  \t ']) {
+      const r = await postSubmit(t.httpUrl, mail({}, { subject }));
+      expect(r.status).toBe(400);
+      expect(r.json.response).toEqual([reply(500, '5.6.0', 'DATA', 'Subject header is empty')]);
+    }
   });
 
   it('a message that already passed this server is refused: 400, 421 Detected message loop', async () => {

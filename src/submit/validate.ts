@@ -108,7 +108,8 @@ export async function validate(
 
   if (!req.body) return reject(400, [...refused, entry('emptyBody')], accepted);
   if (contentBytes(req) > limits.maxMessageSize) return reject(400, [...refused, entry('tooBig')], accepted);
-  if (!req.header.subject) return reject(400, [...refused, entry('emptySubject')], accepted);
+  // Only spaces and tabs is empty too: the header writer squeezes them away (charset.ts).
+  if (!req.header.subject.trim()) return reject(400, [...refused, entry('emptySubject')], accepted);
   if (req.contentError) return reject(400, [...refused, entry('badContent', { detail: req.contentError })], accepted);
 
   return { kind: 'accept', accepted, refused };

@@ -122,7 +122,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
 
     // Parsing runs in worker threads: mailparser's synchronous steps never block SMTP and HTTP.
     const pool = (parsePool = createParsePool({ size: defaultParsePoolSize(), logger }));
-    const pipeline = new Pipeline({ config, logger, spool, store, bus, score, parse: (raw, dir, limits) => pool.parse(raw, dir, limits), metrics });
+    const pipeline = new Pipeline({ config, logger, spool, store, bus, score, parse: (raw, dir, limits, bytes) => pool.parse(raw, dir, limits, bytes), metrics });
     // Mail answered 250 by a previous run but not yet stored comes first.
     await pipeline.recover();
 

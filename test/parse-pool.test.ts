@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -115,6 +115,22 @@ describe('parse pool', () => {
       expect(await files(pooledDir), name).toEqual(await files(directDir));
     }
     expect(FIXTURE_NAMES.length).toBeGreaterThanOrEqual(5);
+  });
+
+  it("gives the same result from the bytes in memory (the spool's copy) as from the file, without reading it", async () => {
+    const p = pool();
+    for (const name of FIXTURE_NAMES) {
+      const fromFile = join(tmp, 'file', name);
+      const fromBytes = join(tmp, 'bytes', name);
+      const direct = await parseMessageFile(fixture(name), fromFile, LIMITS);
+      // The path names no file: only the bytes can have been parsed.
+      const pooled = await p.parse(join(tmp, 'no-such-file.eml'), fromBytes, LIMITS, readFileSync(fixture(name)));
+      expect(pooled, name).toStrictEqual(direct);
+      expect(await files(fromBytes), name).toEqual(await files(fromFile));
+    }
+    // An empty message is told apart from bytes without headers, as from a file.
+    const empty = await p.parse(join(tmp, 'no-such-file.eml'), join(tmp, 'empty'), LIMITS, Buffer.alloc(0));
+    expect(empty.parseError).toBe('empty message');
   });
 
   it('runs 20 parses at once on 2 workers, each with its own result', async () => {

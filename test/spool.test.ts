@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { newMessageId } from '../src/events/id.js';
 import type { Envelope } from '../src/events/types.js';
 import { CoalescedSync } from '../src/spool/coalesced-sync.js';
-import { Spool } from '../src/spool/spool.js';
+import { memoryCopy, Spool } from '../src/spool/spool.js';
 
 vi.mock('node:fs/promises', async (importOriginal) => {
   const actual = await importOriginal<typeof import('node:fs/promises')>();
@@ -184,6 +184,22 @@ describe('Spool.commit', () => {
     await fh.close();
     return Object.getPrototypeOf(fh) as fsp.FileHandle;
   }
+
+  it('keeps a small message in memory, byte for byte the file, and never in the envelope record', async () => {
+    const { writer, outcome } = await write('Subject: hi\r\n\r\nbody\r\n', 'Received: by test\r\n');
+    const msg = await spool.commit(writer, outcome.size, outcome.sha256, envelope, '2026-01-01T00:00:00.000Z');
+    expect(memoryCopy(msg)).toEqual(readFileSync(msg.rawPath));
+    expect(readFileSync(join(spool.incomingDir, `${msg.id}.json`), 'utf8')).not.toContain('Buffer');
+    // Over 64 KiB (trace header included): read from the file.
+    const big = await write(`Subject: big\r\n\r\n${'x'.repeat(64 * 1024)}\r\n`, 'Received: by test\r\n');
+    const bigMsg = await spool.commit(big.writer, big.outcome.size, big.outcome.sha256, envelope, '2026-01-01T00:00:00.000Z');
+    expect(big.outcome.size).toBeGreaterThan(64 * 1024);
+    expect(memoryCopy(bigMsg)).toBeNull();
+    // What recovery finds after a restart has no copy: it is read from the file.
+    const [recovered] = (await new Spool(dir).recover()).filter((m) => m.id === msg.id);
+    expect(recovered).toBeDefined();
+    expect(memoryCopy(recovered!)).toBeNull();
+  });
 
   it('renames both files into incoming/, synced, and recovery finds the entry', async () => {
     const proto = await fileHandlePrototype();

@@ -46,8 +46,11 @@ import type { ParseLimits, ParsedMessage } from './types.js';
 import type { ParseJobMessage, ParseReplyMessage, WorkerToPoolMessage } from './worker.js';
 
 export interface ParsePool {
-  /** Parses the spooled message at rawPath in a worker; same contract as parseMessageFile. */
-  parse(rawPath: string, attachmentsDir: string, limits: ParseLimits): Promise<ParsedMessage>;
+  /**
+   * Parses the spooled message at rawPath in a worker; same contract as parseMessageFile.
+   * `bytes`: the file's content when in memory already (copied to the worker, not read back).
+   */
+  parse(rawPath: string, attachmentsDir: string, limits: ParseLimits, bytes?: Buffer | null): Promise<ParsedMessage>;
   /** Stops accepting jobs, rejects queued and running ones, and resolves once every worker has exited. */
   close(): Promise<void>;
 }
@@ -83,6 +86,7 @@ interface Job {
   rawPath: string;
   attachmentsDir: string;
   limits: ParseLimits;
+  bytes: Buffer | null;
   resolve(result: ParsedMessage): void;
   reject(err: Error): void;
 }
@@ -154,7 +158,7 @@ export function createParsePool(options: ParsePoolOptions): ParsePool {
       slot.job = job;
       slot.worker.ref();
       slot.timer = setTimeout(() => hardDeadline(slot, job), Math.min(job.limits.timeoutMs + graceMs, MAX_TIMER_MS));
-      const msg: ParseJobMessage = { jobId: job.id, rawPath: job.rawPath, attachmentsDir: job.attachmentsDir, limits: job.limits };
+      const msg: ParseJobMessage = { jobId: job.id, rawPath: job.rawPath, attachmentsDir: job.attachmentsDir, limits: job.limits, bytes: job.bytes };
       slot.worker.postMessage(msg);
     }
   }
@@ -251,10 +255,10 @@ export function createParsePool(options: ParsePoolOptions): ParsePool {
   }
 
   return {
-    parse(rawPath, attachmentsDir, limits) {
+    parse(rawPath, attachmentsDir, limits, bytes = null) {
       if (closed) return Promise.reject(new Error('parse pool is closed'));
       return new Promise<ParsedMessage>((resolve, reject) => {
-        queue.push({ id: nextJobId++, rawPath, attachmentsDir, limits, resolve, reject });
+        queue.push({ id: nextJobId++, rawPath, attachmentsDir, limits, bytes, resolve, reject });
         dispatch();
       });
     },

@@ -32,7 +32,7 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { MailParser, type AttachmentStream, type HeaderLines, type Headers, type HeaderValue, type MailParserOptions, type MessageText } from 'mailparser';
 import type { AttachmentMeta, HeaderLine } from '../events/types.js';
@@ -82,8 +82,10 @@ const PARSER_OPTIONS: MailParserOptions & SplitterOptions = {
  * - timeoutMs: the whole parse, so a message built to be slow cannot hold the SMTP reply; on the
  *   deadline the streams are destroyed and what was collected is returned.
  */
-export async function parseMessageFile(rawPath: string, attachmentsDir: string, limits: ParseLimits): Promise<ParsedMessage> {
-  const input = createReadStream(rawPath);
+/** `bytes`: the file's content when the caller has it in memory (the spool's copy of a small message). */
+export async function parseMessageFile(rawPath: string, attachmentsDir: string, limits: ParseLimits, bytes: Uint8Array | null = null): Promise<ParsedMessage> {
+  const input = bytes ? Readable.from([Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)], { objectMode: false }) : createReadStream(rawPath);
+  const empty = () => (bytes ? bytes.byteLength === 0 : (input as ReturnType<typeof createReadStream>).bytesRead === 0);
   const parser = new MailParser(PARSER_OPTIONS);
   const abort = new AbortController();
 
@@ -184,7 +186,7 @@ export async function parseMessageFile(rawPath: string, attachmentsDir: string, 
       contentError,
       // What mailparser accepts without complaint but leaves the event empty; after an error it is
       // only the error's consequence, so it is not reported again.
-      error === null && decoded.length === 0 ? (input.bytesRead === 0 ? 'empty message' : 'no header fields found (not an RFC 5322 message)') : null,
+      error === null && decoded.length === 0 ? (empty() ? 'empty message' : 'no header fields found (not an RFC 5322 message)') : null,
       error === null ? missingParts(stored.length + notStored, text.value, html.value) : null,
       notStored > 0 ? `attachment limit ${limits.maxAttachments} reached; ${notStored} attachments not stored` : null,
     ].filter((p): p is string => p !== null);

@@ -4,7 +4,7 @@
  * part: about a second for 19 MB) blocks this thread, never the SMTP and HTTP event loop.
  *
  * Protocol, on the worker's parentPort:
- *   → { jobId, rawPath, attachmentsDir, limits }
+ *   → { jobId, rawPath, attachmentsDir, limits, bytes }   bytes: the file's content, or null to read it
  *   ← { ready: true }                                   once, when this module has loaded
  *   ← { jobId, ok: true, result }                       parseMessageFile resolved (parseError may be set)
  *   ← { jobId, ok: false, error: { message, code } }    parseMessageFile rejected: broken infrastructure
@@ -19,6 +19,8 @@ export interface ParseJobMessage {
   rawPath: string;
   attachmentsDir: string;
   limits: ParseLimits;
+  /** The file's content when the pool had it in memory (arrives as a Uint8Array), else null. */
+  bytes: Uint8Array | null;
 }
 
 export type ParseReplyMessage =
@@ -31,7 +33,7 @@ const port = parentPort;
 if (!port) throw new Error('src/parse/worker is a worker thread; it is started by the parse pool');
 
 port.on('message', (job: ParseJobMessage) => {
-  parseMessageFile(job.rawPath, job.attachmentsDir, job.limits).then(
+  parseMessageFile(job.rawPath, job.attachmentsDir, job.limits, job.bytes).then(
     (result) => port.postMessage({ jobId: job.jobId, ok: true, result } satisfies ParseReplyMessage),
     (err: unknown) => {
       // An Error's own properties (code) do not survive postMessage: send what the caller needs.

@@ -20,7 +20,7 @@ import { CONTINUE, type HookSession, type PhaseResult } from '../hooks/runner.js
 import type { Logger } from '../log/logger.js';
 import type { ParsedMessage, ParseLimits } from '../parse/types.js';
 import type { MessageOutcome } from '../smtp/listener.js';
-import type { Spool, SpooledMessage } from '../spool/spool.js';
+import { memoryCopy, type Spool, type SpooledMessage } from '../spool/spool.js';
 import type { MessageStore } from '../store/types.js';
 import type { Metrics } from '../metrics/metrics.js';
 
@@ -31,7 +31,8 @@ export interface PipelineDeps {
   store: MessageStore;
   bus: EventBus;
   score(rawPath: string): Promise<SpamResult>;
-  parse(rawPath: string, attachmentsDir: string, limits: ParseLimits): Promise<ParsedMessage>;
+  /** `bytes`: the message's content when the spool holds it in memory (small messages). */
+  parse(rawPath: string, attachmentsDir: string, limits: ParseLimits, bytes?: Buffer | null): Promise<ParsedMessage>;
   metrics: Metrics;
 }
 
@@ -162,7 +163,7 @@ export class Pipeline {
     const { store } = this.deps;
     const [spam, parsed] = await Promise.all([
       this.deps.score(msg.rawPath),
-      this.deps.parse(msg.rawPath, store.attachmentsDir(msg.id), this.#limits()),
+      this.deps.parse(msg.rawPath, store.attachmentsDir(msg.id), this.#limits(), memoryCopy(msg)),
     ]);
     return buildMailEvent(msg, parsed, spam);
   }

@@ -140,7 +140,10 @@ function compile(policy: HostPolicy): Compiled {
  * matches example.org itself and every name under it, not `evilexample.org`.
  */
 export function hostAllowed(hostHeader: string | undefined, policy: HostPolicy): boolean {
-  return hostKnown(hostHeader, policy) || (parseHostHeader(hostHeader) !== null && compile(policy).anyHost);
+  const host = parseHostHeader(hostHeader);
+  if (host === null) return false;
+  const rules = compile(policy);
+  return knownHost(host, rules) || rules.anyHost;
 }
 
 /**
@@ -150,10 +153,12 @@ export function hostAllowed(hostHeader: string | undefined, policy: HostPolicy):
  */
 export function hostKnown(hostHeader: string | undefined, policy: HostPolicy): boolean {
   const host = parseHostHeader(hostHeader);
-  if (host === null) return false;
-  if (isLoopbackHost(host)) return true;
-  const rules = compile(policy);
-  if (rules.exact.has(host.value)) return true;
+  return host !== null && knownHost(host, compile(policy));
+}
+
+/** Loopback, an exact entry (allowed_hosts or the bound address) or under a `.suffix` entry. */
+function knownHost(host: Canonical, rules: Compiled): boolean {
+  if (isLoopbackHost(host) || rules.exact.has(host.value)) return true;
   return host.kind === 'name' && rules.suffixes.some((s) => host.value.endsWith(s) || host.value === s.slice(1));
 }
 

@@ -177,11 +177,12 @@ class Feed implements EventFeed {
       return this.#refuse(socket, { status: 503, reason: 'limit', code: 'too_many_clients', message: 'too many feed clients; try again later' });
     }
     // One address must not take every slot: the viewer of everyone else would fall back to polling.
-    if ((this.#perIp.get(clientKey(req.socket.remoteAddress ?? '')) ?? 0) >= o.maxClientsPerIp) {
+    const key = clientKey(req.socket.remoteAddress ?? '');
+    if ((this.#perIp.get(key) ?? 0) >= o.maxClientsPerIp) {
       return this.#refuse(socket, { status: 429, reason: 'limit_per_ip', code: 'too_many_clients_from_address', message: 'too many feed clients from your address; close some first' });
     }
     const parsed = parseFeedQuery(gate.url.searchParams);
-    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#onConnection(ws, req, parsed));
+    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#onConnection(ws, req, key, parsed));
   }
 
   #refuse(socket: Duplex, refusal: Refusal): void {
@@ -191,7 +192,7 @@ class Feed implements EventFeed {
 
   // --- clients -------------------------------------------------------------------------------
 
-  #onConnection(ws: WebSocket, req: IncomingMessage, parsed: ReturnType<typeof parseFeedQuery>): void {
+  #onConnection(ws: WebSocket, req: IncomingMessage, key: string, parsed: ReturnType<typeof parseFeedQuery>): void {
     let onClosed!: () => void;
     const client: Client = {
       ws,
@@ -201,7 +202,7 @@ class Feed implements EventFeed {
       alive: true,
       closed: new Promise((resolve) => (onClosed = resolve)),
       remote: req.socket.remoteAddress,
-      key: clientKey(req.socket.remoteAddress ?? ''),
+      key,
     };
     this.#clients.add(client);
     this.#perIp.set(client.key, (this.#perIp.get(client.key) ?? 0) + 1);

@@ -322,7 +322,7 @@ class SqliteStore implements SqliteMessageStore {
   }
 
   async discardFiles(id: string): Promise<void> {
-    await rm(this.#messageDir(id), { recursive: true, force: true });
+    await this.#removeFiles(id);
   }
 
   async commit(event: MailEvent, rawPath: string): Promise<CommitResult> {

@@ -3,12 +3,12 @@
  * transaction (MAIL, one RCPT, DATA), so the reply reported for a recipient is the upstream's
  * answer to the end of DATA for that recipient, not to QUIT (a Haineko defect).
  */
-import { Slots } from '../util/slots.js';
 import nodemailer from 'nodemailer';
 import type { Transporter } from 'nodemailer';
 import type { Route } from '../routing/types.js';
 import { cannotConnect, entryFromReply } from './reply.js';
 import type { Delivery, ResponseEntry } from './types.js';
+import { Slots } from '../util/slots.js';
 
 // Distinct upstreams (host, port, TLS, credentials) kept open at once. A mailertable names a
 // handful; the bound only matters if routes churn, and the oldest pool is closed to make room.
@@ -157,17 +157,12 @@ async function sendOnce(d: Delivery, mailer: string, transport: Transporter, slo
     const info = (await transport.sendMail({ envelope: { from: d.sender, to: [d.rcpt] }, raw: d.message.raw(d.rcpt), signal: deadline })) as { response?: string };
     return { entry: entryFromReply(info.response ?? '250 2.0.0 OK', { ...where, command: 'DATA' }), uncertain: false };
   } catch (err) {
-    return { entry: failure(err as SmtpError, deadline, where, d, mailer), uncertain: deadline.aborted };
+    // The transaction may have been anywhere (even past the final dot): a temporary failure.
+    if (deadline.aborted) return { entry: cannotConnect(where, d.rcpt, `ETIMEDOUT: no final reply within the route's timeout (${d.route.timeoutMs / 1000} s)`), uncertain: true };
+    const e = err as SmtpError;
+    if (e.response && e.responseCode) return { entry: entryFromReply(e.response, { ...where, command: commandName(e.command), code: e.responseCode }), uncertain: false };
+    return { entry: cannotConnect(where, d.rcpt, e.code ? `${e.code}: ${e.message ?? ''}`.trim() : undefined), uncertain: false };
   } finally {
     release();
   }
-}
-
-/** The response entry for a failed attempt: the upstream's refusal, or a connection failure. */
-function failure(e: SmtpError, deadline: AbortSignal, where: { host: string; port: number; rcpt: string; mailer: string }, d: Delivery, mailer: string): ResponseEntry {
-  // The transaction may have been anywhere (even past the final dot): a temporary failure.
-  if (deadline.aborted) return cannotConnect(where, d.rcpt, `ETIMEDOUT: no final reply within the route's timeout (${d.route.timeoutMs / 1000} s)`);
-  if (e.response && e.responseCode) return entryFromReply(e.response, { ...where, command: commandName(e.command), code: e.responseCode });
-  const route = { host: d.route.host, port: d.route.port, mailer };
-  return cannotConnect(route, d.rcpt, e.code ? `${e.code}: ${e.message ?? ''}`.trim() : undefined);
 }

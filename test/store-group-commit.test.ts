@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MailEvent } from '../src/events/types.js';
 import * as files from '../src/store/files.js';
-import { GroupCommit, type ItemOutcome } from '../src/store/group-commit.js';
+import { GroupCommit, type ItemOutcome } from '../src/util/group-commit.js';
 import { openSqliteStore, type SqliteMessageStore } from '../src/store/sqlite-store.js';
 import { makeEvent } from './helpers/events.js';
 

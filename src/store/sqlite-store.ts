@@ -22,7 +22,7 @@ import { isMessageId } from '../events/id.js';
 import type { AddressInfo, AttachmentMeta, MailDeletedEvent, MailEvent, SpamStatus } from '../events/types.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import { fsyncIfExists, fsyncPath, linkOrCopy } from './files.js';
-import { GroupCommit, type ItemOutcome } from './group-commit.js';
+import { GroupCommit, type ItemOutcome } from '../util/group-commit.js';
 import { migrate, SCHEMA_VERSION } from './schema.js';
 import {
   DEFAULT_LIST_LIMIT,

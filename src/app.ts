@@ -225,6 +225,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     await smtp?.stop();
     logger.debug('smtp listeners stopped');
     await parsePool?.close();
+    await spool.close();
     // Feed clients hold upgraded sockets the HTTP server would wait for: close them first.
     await feed?.close();
     if (http) await closeHttp(http);

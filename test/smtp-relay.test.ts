@@ -324,7 +324,8 @@ describe('a relayed message left in the spool by a crash', () => {
     if (outcome.kind !== 'ok') throw new Error('spool write failed');
     const envelope = { mailFrom: 'sender@client.test', rcptTo: ['friend@example.org'], remoteAddress: '127.0.0.1', remotePort: 1, clientHostname: 'client.test', helo: 'client.test', tls: null, auth: null };
     await spool.commit(writer, outcome.size, outcome.sha256, envelope, new Date().toISOString(), { relay: { rcpt: 'friend@example.org' } });
-    expect(readdirSync(spool.incomingDir).sort()).toEqual([`${id}.eml`, `${id}.json`]);
+    expect(readdirSync(spool.incomingDir)).toEqual([`${id}.eml`]);
+    expect(readdirSync(spool.journalDir)).toHaveLength(1);
 
     const events: AnyEvent[] = [];
     const t = await startTestApp({

@@ -4,7 +4,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import * as fsp from 'node:fs/promises';
-import { constants as fsConstants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
@@ -179,6 +179,27 @@ describe('Spool.commit', () => {
     return { writer, outcome };
   }
 
+  /** What a new start finds (init, then recover, as the app does). */
+  async function restart() {
+    const next = new Spool(dir);
+    await next.init();
+    return next.recover();
+  }
+
+  function journalText(): string {
+    return readdirSync(spool.journalDir)
+      .sort()
+      .map((name) => readFileSync(join(spool.journalDir, name), 'utf8'))
+      .join('');
+  }
+
+  function journalLines(): Record<string, unknown>[] {
+    return journalText()
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  }
+
   async function fileHandlePrototype() {
     const fh = await fsp.open(dir, 'r');
     await fh.close();
@@ -189,38 +210,38 @@ describe('Spool.commit', () => {
     const { writer, outcome } = await write('Subject: hi\r\n\r\nbody\r\n', 'Received: by test\r\n');
     const msg = await spool.commit(writer, outcome.size, outcome.sha256, envelope, '2026-01-01T00:00:00.000Z');
     expect(memoryCopy(msg)).toEqual(readFileSync(msg.rawPath));
-    expect(readFileSync(join(spool.incomingDir, `${msg.id}.json`), 'utf8')).not.toContain('Buffer');
+    expect(journalText()).toContain(msg.id);
+    expect(journalText()).not.toContain('Buffer');
     // Over 64 KiB (trace header included): read from the file.
     const big = await write(`Subject: big\r\n\r\n${'x'.repeat(64 * 1024)}\r\n`, 'Received: by test\r\n');
     const bigMsg = await spool.commit(big.writer, big.outcome.size, big.outcome.sha256, envelope, '2026-01-01T00:00:00.000Z');
     expect(big.outcome.size).toBeGreaterThan(64 * 1024);
     expect(memoryCopy(bigMsg)).toBeNull();
     // What recovery finds after a restart has no copy: it is read from the file.
-    const [recovered] = (await new Spool(dir).recover()).filter((m) => m.id === msg.id);
+    const [recovered] = (await restart()).filter((m) => m.id === msg.id);
     expect(recovered).toBeDefined();
     expect(memoryCopy(recovered!)).toBeNull();
   });
 
-  it('renames both files into incoming/, synced, and recovery finds the entry', async () => {
+  it('renames the file into incoming/ and records the envelope in the journal, all synced, and recovery finds the entry', async () => {
     const proto = await fileHandlePrototype();
     const datasync = vi.spyOn(proto, 'datasync');
     const sync = vi.spyOn(proto, 'sync');
     const writev = vi.spyOn(proto, 'writev');
     const { writer, outcome } = await write('Subject: hi\r\n\r\nbody\r\n', 'Received: by test\r\n');
     const msg = await spool.commit(writer, outcome.size, outcome.sha256, envelope, '2026-01-01T00:00:00.000Z');
-    // Trace header and data in one write; the message fdatasynced, the envelope record written
-    // with O_DSYNC (or fdatasynced where there is no O_DSYNC), the directory fsynced.
+    // Trace header and data in one write; the message and the journal fdatasynced; incoming/
+    // fsynced, and journal/ once for its new segment.
     expect(writev).toHaveBeenCalledTimes(1);
-    expect(datasync).toHaveBeenCalledTimes(fsConstants.O_DSYNC === undefined ? 2 : 1);
-    expect(sync).toHaveBeenCalledTimes(1);
-    if (fsConstants.O_DSYNC !== undefined) {
-      const jsonOpen = vi.mocked(fsp.open).mock.calls.find(([p]) => String(p).endsWith('.json'));
-      expect(Number(jsonOpen?.[1]) & fsConstants.O_DSYNC).toBe(fsConstants.O_DSYNC);
-    }
+    expect(datasync).toHaveBeenCalledTimes(2);
+    expect(sync).toHaveBeenCalledTimes(2);
     expect(readdirSync(spool.tmpDir)).toEqual([]);
-    expect(readdirSync(spool.incomingDir).sort()).toEqual([`${msg.id}.eml`, `${msg.id}.json`]);
+    expect(readdirSync(spool.incomingDir)).toEqual([`${msg.id}.eml`]);
     expect(readFileSync(msg.rawPath, 'utf8')).toBe('Received: by test\r\nSubject: hi\r\n\r\nbody\r\n');
-    expect(await spool.recover()).toEqual([msg]);
+    const { rawPath, ...record } = msg;
+    expect(journalLines()).toEqual([{ ...record, file: `${msg.id}.eml` }]);
+    expect(rawPath).toBe(join(spool.incomingDir, `${msg.id}.eml`));
+    expect(await restart()).toEqual([msg]);
   });
 
   it('writes everything, in order, through short writes and across write batches', async () => {
@@ -257,25 +278,114 @@ describe('Spool.commit', () => {
     expect(calls).toBeGreaterThan(expected.length / 1000);
   });
 
-  it('shares incoming/ fsyncs between concurrent commits', async () => {
+  it('shares incoming/ fsyncs and journal writes between concurrent commits', async () => {
+    const proto = await fileHandlePrototype();
     const written = await Promise.all(Array.from({ length: 30 }, (_, i) => write(`Subject: ${i}\r\n\r\nx\r\n`)));
     vi.mocked(fsp.open).mockClear();
+    const journalWrites = vi.spyOn(proto, 'write');
     const msgs = await Promise.all(written.map(({ writer, outcome }) => spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now')));
     expect(new Set(msgs.map((m) => m.id)).size).toBe(30);
-    expect(await spool.recover()).toHaveLength(30);
+    expect(journalLines().map((r) => r.id).sort()).toEqual(msgs.map((m) => m.id).sort());
     const dirSyncs = vi.mocked(fsp.open).mock.calls.filter(([p]) => p === spool.incomingDir).length;
     expect(dirSyncs).toBeGreaterThanOrEqual(1);
     expect(dirSyncs).toBeLessThan(30);
+    expect(journalWrites.mock.calls.length).toBeGreaterThanOrEqual(1);
+    expect(journalWrites.mock.calls.length).toBeLessThan(30);
+    expect(await restart()).toHaveLength(30);
   });
 
-  it('does not resolve, and leaves no counted entry, when the envelope record cannot be written', async () => {
+  it('does not resolve, and leaves no counted entry, when the envelope record cannot be written; the next commit uses a new segment', async () => {
     const proto = await fileHandlePrototype();
     const { writer, outcome } = await write('Subject: x\r\n\r\ny\r\n');
-    // With O_DSYNC a failed sync is a failed write.
-    vi.spyOn(proto, 'writeFile').mockRejectedValueOnce(Object.assign(new Error('EIO'), { code: 'EIO' }));
+    // The message's own sync ran at the end of its data: the next one is the journal's.
+    vi.spyOn(proto, 'datasync').mockRejectedValueOnce(Object.assign(new Error('EIO'), { code: 'EIO' }));
     await expect(spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now')).rejects.toThrow('EIO');
-    expect(readdirSync(spool.incomingDir).filter((n) => n.endsWith('.json'))).toEqual([]);
-    expect(await spool.recover()).toEqual([]);
+    vi.restoreAllMocks();
+    expect(readdirSync(spool.incomingDir)).toEqual([]);
+    const second = await write('Subject: second\r\n\r\ny\r\n');
+    const msg = await spool.commit(second.writer, second.outcome.size, second.outcome.sha256, envelope, 'now');
+    // The failed segment may end in a torn line: nothing more goes into it, and as it holds no
+    // live record it is gone.
+    expect(readdirSync(spool.journalDir)).toEqual(['000000000002.log']);
+    expect(await restart()).toEqual([msg]);
+  });
+
+  describe('recovery', () => {
+    async function commitOne(subject: string) {
+      const { writer, outcome } = await write(`Subject: ${subject}\r\n\r\nx\r\n`);
+      return spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now');
+    }
+
+    it('skips released messages, carries the live records over to a new segment and deletes the old ones', async () => {
+      const [a, b, c] = [await commitOne('a'), await commitOne('b'), await commitOne('c')];
+      await spool.release(b);
+      expect(readdirSync(spool.journalDir)).toEqual(['000000000001.log']);
+      const next = new Spool(dir);
+      await next.init();
+      expect(await next.recover()).toEqual([a, c]);
+      expect(readdirSync(spool.journalDir)).toEqual(['000000000002.log']);
+      expect(journalLines().map((r) => r.id)).toEqual([a.id, c.id]);
+      expect(readdirSync(spool.incomingDir).sort()).toEqual([`${a.id}.eml`, `${c.id}.eml`]);
+      // Released after recovery: nothing is left to recover.
+      await next.release(a);
+      await next.release(c);
+      const third = new Spool(dir);
+      await third.init();
+      expect(await third.recover()).toEqual([]);
+    });
+
+    it('skips a torn last line, removes files without a record, and ignores records without a file', async () => {
+      const a = await commitOne('a');
+      const b = await commitOne('b');
+      await spool.close();
+      // A crash in the middle of an append, and a message renamed into incoming/ whose record
+      // was never written (the client was not answered).
+      appendFileSync(join(spool.journalDir, '000000000001.log'), '{"id":"01J');
+      const orphan = `${newMessageId()}.eml`;
+      writeFileSync(join(spool.incomingDir, orphan), 'Subject: never answered\r\n\r\n');
+      rmSync(b.rawPath);
+      const next = new Spool(dir);
+      await next.init();
+      expect(await next.recover()).toEqual([a]);
+      expect(readdirSync(spool.incomingDir)).toEqual([`${a.id}.eml`]);
+    });
+
+    it('never trusts a record that names a file outside incoming/ or another message', async () => {
+      const a = await commitOne('a');
+      await spool.close();
+      const other = newMessageId();
+      writeFileSync(join(spool.incomingDir, `${other}.eml`), 'x');
+      const forged = [{ ...journalLines()[0], file: '../tmp/x.eml' }, { ...journalLines()[0], id: a.id, file: `${other}.eml` }];
+      appendFileSync(join(spool.journalDir, '000000000001.log'), forged.map((r) => `${JSON.stringify(r)}\n`).join(''));
+      const next = new Spool(dir);
+      await next.init();
+      expect(await next.recover()).toEqual([a]);
+    });
+
+    it('recovers an entry of a version before the journal (<id>.eml with <id>.json)', async () => {
+      const id = newMessageId();
+      const legacy = { id, rawPath: '/elsewhere', receivedAt: 'then', envelope, size: 3, sha256: 'x'.repeat(64) };
+      writeFileSync(join(spool.incomingDir, `${id}.eml`), 'a\r\n');
+      writeFileSync(join(spool.incomingDir, `${id}.json`), JSON.stringify(legacy));
+      const next = new Spool(dir);
+      await next.init();
+      expect(await next.recover()).toEqual([{ ...legacy, rawPath: join(spool.incomingDir, `${id}.eml`) }]);
+      expect(readdirSync(spool.incomingDir)).toEqual([`${id}.eml`]);
+      expect(journalLines().map((r) => r.file)).toEqual([`${id}.eml`]);
+    });
+
+    it('rotates segments and deletes a full one once all its messages are released', async () => {
+      spool = new Spool(dir, { segmentMaxBytes: 1 });
+      await spool.init();
+      const a = await commitOne('a');
+      const b = await commitOne('b');
+      expect(readdirSync(spool.journalDir).sort()).toEqual(['000000000001.log', '000000000002.log']);
+      await spool.release(a);
+      await vi.waitFor(() => expect(readdirSync(spool.journalDir)).toEqual(['000000000002.log']));
+      const next = new Spool(dir);
+      await next.init();
+      expect(await next.recover()).toEqual([b]);
+    });
   });
 
   describe('replace (an eom hook edited the message, before any reply)', () => {
@@ -294,15 +404,16 @@ describe('Spool.commit', () => {
       const { writer, outcome } = await write('Subject: old\r\n\r\nx\r\n');
       const first = await spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now');
       const again = await rewrite(first.id, 'Subject: new\r\n\r\nx\r\n');
-      const msg = await spool.replace(again.writer, again.outcome.size, again.outcome.sha256, edited, 'now');
+      const msg = await spool.replace(first, again.writer, again.outcome.size, again.outcome.sha256, edited);
       expect(readdirSync(spool.tmpDir)).toEqual([]);
-      expect(readdirSync(spool.incomingDir).sort()).toEqual([`${msg.id}.eml`, `${msg.id}.json`]);
-      expect(await new Spool(dir).recover()).toEqual([msg]);
+      // A new name: the old record, still in the journal, names a file that is gone.
+      expect(readdirSync(spool.incomingDir)).toEqual([`${msg.id}.1.eml`]);
+      expect(await restart()).toEqual([msg]);
       expect(readFileSync(msg.rawPath, 'utf8')).toBe('Subject: new\r\n\r\nx\r\n');
       expect(msg).toMatchObject({ envelope: edited, sha256: again.outcome.sha256 });
     });
 
-    it('a crash between the two renames never pairs the new bytes with the old envelope record', async () => {
+    it('a crash before the new record is written never pairs the new bytes with the old envelope record', async () => {
       const { writer, outcome } = await write('Subject: old\r\n\r\nx\r\n');
       const first = await spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now');
       const again = await rewrite(first.id, 'Subject: new, for fewer recipients\r\n\r\nx\r\n');
@@ -311,13 +422,13 @@ describe('Spool.commit', () => {
       const realRename = (await vi.importActual<typeof import('node:fs/promises')>('node:fs/promises')).rename;
       vi.mocked(fsp.rename).mockImplementationOnce(async (from, to) => {
         await realRename(from, to);
-        expect(String(to)).toBe(first.rawPath);
+        expect(String(to)).toBe(join(spool.incomingDir, `${first.id}.1.eml`));
         throw new Error('simulated crash');
       });
-      await expect(spool.replace(again.writer, again.outcome.size, again.outcome.sha256, edited, 'now')).rejects.toThrow('simulated crash');
+      await expect(spool.replace(first, again.writer, again.outcome.size, again.outcome.sha256, edited)).rejects.toThrow('simulated crash');
       // The next start: the client was never answered (eom runs before the reply), so dropping
       // the entry is right; recovering the old envelope with the edited bytes is not.
-      const recovered = await new Spool(dir).recover();
+      const recovered = await restart();
       for (const m of recovered) {
         expect(createHash('sha256').update(readFileSync(m.rawPath)).digest('hex')).toBe(m.sha256);
       }
@@ -333,6 +444,6 @@ describe('Spool.commit', () => {
     await expect(spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now')).rejects.toThrow('EIO');
     expect(readdirSync(spool.incomingDir)).toEqual([]);
     await spool.discard(writer.id);
-    expect(existsSync(join(spool.tmpDir, `${writer.id}.json`))).toBe(false);
+    expect(readdirSync(spool.tmpDir)).toEqual([]);
   });
 });

@@ -110,7 +110,7 @@ export class Pipeline {
     const outcome = writer.outcome();
     if (outcome.kind !== 'ok') throw new Error(`rewriting the message failed: ${outcome.kind}`);
     // Not answered yet (the reply waits for this outcome): replacing the entry may drop it on a crash.
-    const stored = await spool.replace(writer, outcome.size, outcome.sha256, envelope, msg.receivedAt);
+    const stored = await spool.replace(msg, writer, outcome.size, outcome.sha256, envelope);
     if (!edits.changesRaw) return { msg: stored, event: { ...event, envelope } };
     // Parsed again so that every field (subject, from, headers, ...) agrees with the stored bytes.
     await rm(store.attachmentsDir(msg.id), { recursive: true, force: true });

@@ -1,29 +1,30 @@
 /**
  * The durable spool: nothing is answered 250 before its bytes are on disk.
  *
- *   DATA ─▶ tmp/<id>.eml (size + sha256 while streaming) ─▶ fdatasync ─┐ both at once
- *           tmp/<id>.json (envelope), written with O_DSYNC ────────────────┘
- *        ─▶ rename .eml, then .json, into incoming/ ─▶ fsync(incoming/) ─▶ the caller may answer
+ *   DATA ─▶ tmp/<id>.eml (size + sha256 while streaming) ─▶ fdatasync ─▶ rename into incoming/
+ *        ─▶ fsync(incoming/) and the envelope record appended to journal/ and fdatasynced,
+ *           both shared with every message committed at the same time ─▶ the caller may answer
  *
- * An entry counts only once its .json is in incoming/ (renamed last); recovery on start
- * processes every such entry again and removes orphans. Events are idempotent by id. An entry
- * rewritten before the reply (eom hook edits) is replaced with replace(): old .json out first.
+ * An entry counts while its file is in incoming/ and its record is in the journal (journal.ts):
+ * releasing a message is one unlink. Recovery on start processes every such entry again and
+ * removes orphans. Events are idempotent by id. An entry rewritten before the reply (eom hook
+ * edits) is replaced with replace(): the old file goes first, the new bytes get a new name.
  *
  * Cost per message on the way to the 250, which the client waits for and which occupies
- * libuv's threadpool: fdatasync or O_DSYNC, not fsync (they skip timestamps, which nothing here
- * reads, but still cover the file size); a typical message is one write; the two files are
- * synced concurrently; and the fsync of incoming/ is shared by every message renamed while the
- * previous one ran (CoalescedSync).
+ * libuv's threadpool: a typical message is one write; fdatasync, not fsync (it skips
+ * timestamps, which nothing here reads, but still covers the file size); and the directory
+ * fsync and the journal's write and fdatasync are shared by every message committed while the
+ * previous ones ran (CoalescedSync, GroupCommit).
  */
 import { createHash, type Hash } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { Envelope } from '../events/types.js';
 import { isMessageId } from '../events/id.js';
 import { fsyncPath } from '../util/fs.js';
 import { CoalescedSync } from './coalesced-sync.js';
+import { parseSpoolFileName, spoolFileName, SpoolJournal, type JournalOptions, type JournalRecord } from './journal.js';
 import { LineEndingScanner } from './line-endings.js';
 
 export interface SpooledMessage {
@@ -199,18 +200,29 @@ export class Spool {
   readonly tmpDir: string;
   readonly incomingDir: string;
   readonly #incomingSync: CoalescedSync;
+  readonly #journal: SpoolJournal;
 
-  constructor(dataDir: string) {
+  constructor(dataDir: string, options: JournalOptions = {}) {
     this.tmpDir = join(dataDir, 'spool', 'tmp');
     this.incomingDir = join(dataDir, 'spool', 'incoming');
     this.#incomingSync = new CoalescedSync(() => fsyncPath(this.incomingDir));
+    this.#journal = new SpoolJournal(join(dataDir, 'spool', 'journal'), options);
+  }
+
+  get journalDir(): string {
+    return this.#journal.dir;
   }
 
   async init(): Promise<void> {
-    await mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
-    await mkdir(this.incomingDir, { recursive: true, mode: 0o700 });
+    for (const dir of [this.tmpDir, this.incomingDir, this.#journal.dir]) await mkdir(dir, { recursive: true, mode: 0o700 });
     // Anything in tmp/ was never answered 250: it is safe (and right) to drop.
     for (const name of await readdir(this.tmpDir)) await rm(join(this.tmpDir, name), { force: true, recursive: true });
+    await this.#journal.init();
+  }
+
+  /** Closes the journal's open segment (at shutdown). */
+  async close(): Promise<void> {
+    await this.#journal.close();
   }
 
   writer(id: string, options: SpoolWriterOptions): SpoolWriter {
@@ -227,34 +239,40 @@ export class Spool {
     receivedAt: string,
     extra: Pick<SpooledMessage, 'relay'> = {},
   ): Promise<SpooledMessage> {
-    return this.#commit(writer, { id: writer.id, rawPath: join(this.incomingDir, `${writer.id}.eml`), receivedAt, envelope, size, sha256, ...(extra.relay ? { relay: extra.relay } : {}) }, false);
+    const msg: SpooledMessage = { id: writer.id, rawPath: join(this.incomingDir, spoolFileName(writer.id, 0)), receivedAt, envelope, size, sha256, ...(extra.relay ? { relay: extra.relay } : {}) };
+    return this.#commit(writer, msg);
   }
 
   /**
    * Replaces a committed entry with a rewritten one of the same id (eom hook edits). Only for a
-   * message not yet answered: the old entry stops counting first (its .json goes, durably), then
-   * the new files take the names. A crash in between leaves no entry (the client, never
-   * answered, sends again) and never the edited bytes under the old envelope record: recovery
-   * would store those for recipients a hook removed, with a wrong size and sha256.
+   * message not yet answered: the old file goes first, durably, then the new one is committed
+   * under a new name. A crash in between leaves no entry (the client, never answered, sends
+   * again), and never the edited bytes under the old envelope record: recovery would store
+   * those for recipients a hook removed, with a wrong size and sha256.
    */
-  async replace(writer: SpoolWriter, size: number, sha256: string, envelope: Envelope, receivedAt: string): Promise<SpooledMessage> {
-    return this.#commit(writer, { id: writer.id, rawPath: join(this.incomingDir, `${writer.id}.eml`), receivedAt, envelope, size, sha256 }, true);
+  async replace(old: SpooledMessage, writer: SpoolWriter, size: number, sha256: string, envelope: Envelope): Promise<SpooledMessage> {
+    if (writer.id !== old.id) throw new Error(`replace: ${writer.id} is not ${old.id}`);
+    const generation = (parseSpoolFileName(basename(old.rawPath))?.generation ?? 0) + 1;
+    await writer.synced();
+    await this.release(old);
+    await this.#incomingSync.sync();
+    const msg: SpooledMessage = { id: old.id, rawPath: join(this.incomingDir, spoolFileName(old.id, generation)), receivedAt: old.receivedAt, envelope, size, sha256 };
+    return this.#commit(writer, msg);
   }
 
-  async #commit(writer: SpoolWriter, msg: SpooledMessage, replacing: boolean): Promise<SpooledMessage> {
-    const json = join(this.incomingDir, `${msg.id}.json`);
-    const tmpJson = join(this.tmpDir, `${msg.id}.json`);
-    // Both files durable (the message's own sync runs since the end of DATA)...
-    await settleBoth(writer.synced(), writeSynced(tmpJson, JSON.stringify(msg)));
-    if (replacing) {
-      // The old entry no longer counts, on disk, before its .eml is overwritten.
-      await unlink(json).catch(ignoreMissing);
-      await this.#incomingSync.sync();
-    }
-    // ...then both names, the .json last: it is what makes the entry count.
+  async #commit(writer: SpoolWriter, msg: SpooledMessage): Promise<SpooledMessage> {
+    // The bytes durable (their sync runs since the end of DATA), then under their name in
+    // incoming/, and that name durable together with the envelope record in the journal. The
+    // two may finish in any order: a record whose file is not in incoming/ does not count.
+    await writer.synced();
     await rename(writer.tmpPath, msg.rawPath);
-    await rename(tmpJson, json);
-    await this.#incomingSync.sync();
+    try {
+      await settleBoth(this.#incomingSync.sync(), this.#journal.append(journalRecord(msg)));
+    } catch (err) {
+      // Not answered: the caller refuses the message. Without its file the entry never counts.
+      await unlink(msg.rawPath).catch(() => {});
+      throw err;
+    }
     const copy = writer.memoryCopy();
     if (copy) memoryCopies.set(msg, copy);
     return msg;
@@ -263,40 +281,57 @@ export class Spool {
   /** Drops a message that was not accepted (rejected, too big, client gone). */
   async discard(id: string): Promise<void> {
     await rm(join(this.tmpDir, `${id}.eml`), { force: true });
-    await rm(join(this.tmpDir, `${id}.json`), { force: true });
   }
 
   /** Removes a spooled message: after the store committed it, or after a 4xx/5xx at end of data. */
-  async release(msg: Pick<SpooledMessage, 'id'>): Promise<void> {
-    // The .json goes first: without it the entry no longer counts, even if we crash here.
-    await unlink(join(this.incomingDir, `${msg.id}.json`)).catch(ignoreMissing);
-    await unlink(join(this.incomingDir, `${msg.id}.eml`)).catch(ignoreMissing);
+  async release(msg: Pick<SpooledMessage, 'rawPath'>): Promise<void> {
+    // Once its file is gone, the entry's journal record no longer counts.
+    await unlink(msg.rawPath).catch(ignoreMissing);
+    this.#journal.forget(basename(msg.rawPath));
   }
 
-  /** Every message left in incoming/ by a previous run, oldest first. */
+  /**
+   * Every message left in the spool by a previous run, oldest first. Their records are written
+   * again to this run's journal and the previous segments deleted; files with no record (the
+   * crash came before the reply, so the client retries) are removed.
+   */
   async recover(): Promise<SpooledMessage[]> {
     const names = await readdir(this.incomingDir);
-    const out: SpooledMessage[] = [];
-    const withJson = new Set(names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)));
+    const present = new Set(names);
+    const byId = new Map<string, SpooledMessage>();
+    for (const record of await this.#journal.readPrevious()) {
+      if (!present.has(record.file)) continue; // released, or never answered
+      const { file, ...msg } = record;
+      byId.set(record.id, { ...(msg as unknown as SpooledMessage), rawPath: join(this.incomingDir, file) });
+    }
+    // Entries of versions before the journal: <id>.eml with its envelope in <id>.json.
     for (const name of names) {
-      const id = name.replace(/\.(eml|json)$/, '');
-      if (!isMessageId(id)) continue;
-      if (name.endsWith('.eml') && !withJson.has(id)) {
-        // Renamed .eml but no .json: the crash came before the reply, so the client retries.
-        await unlink(join(this.incomingDir, name)).catch(ignoreMissing);
+      const id = name.endsWith('.json') ? name.slice(0, -5) : '';
+      if (!isMessageId(id) || !present.has(`${id}.eml`) || byId.has(id)) continue;
+      try {
+        const msg = JSON.parse(await readFile(join(this.incomingDir, name), 'utf8')) as SpooledMessage;
+        byId.set(id, { ...msg, id, rawPath: join(this.incomingDir, `${id}.eml`) });
+      } catch {
+        // A torn .json cannot happen (it was synced before its rename); skip defensively.
       }
     }
-    for (const id of [...withJson].filter(isMessageId).sort()) {
-      try {
-        const msg = JSON.parse(await readFile(join(this.incomingDir, `${id}.json`), 'utf8')) as SpooledMessage;
-        msg.rawPath = join(this.incomingDir, `${id}.eml`);
-        out.push(msg);
-      } catch {
-        // A torn .json cannot happen (written and synced in tmp/ before the rename); skip defensively.
-      }
+    const out = [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    await Promise.all(out.map((msg) => this.#journal.append(journalRecord(msg))));
+    await this.#journal.dropPrevious();
+    const live = new Set(out.map((m) => basename(m.rawPath)));
+    // Now that the live records are in this run's journal: everything else in incoming/ goes
+    // (files without a record, and the .json files of older versions).
+    for (const name of names) {
+      if (!live.has(name)) await unlink(join(this.incomingDir, name)).catch(ignoreMissing);
     }
     return out;
   }
+}
+
+/** The journal record of a spooled message: where its bytes are is the file name alone. */
+function journalRecord(msg: SpooledMessage): JournalRecord {
+  const { rawPath, ...rest } = msg;
+  return { ...rest, file: basename(rawPath) };
 }
 
 /** Writes every buffer, in order, with as few writev calls as the kernel allows (usually one). */
@@ -325,24 +360,6 @@ function skipBytes(buffers: Buffer[], n: number): Buffer[] {
 async function settleBoth(a: Promise<void>, b: Promise<void>): Promise<void> {
   const results = await Promise.allSettled([a, b]);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
-}
-
-/**
- * 'w' plus O_DSYNC where the platform has it: each write returns once its data is on disk (as
- * if followed by fdatasync), so a small file takes open, write, close: one call less.
- */
-const SYNCED_WRITE_FLAGS =
-  fsConstants.O_DSYNC === undefined ? null : fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_DSYNC;
-
-/** Writes a small file and makes its data durable (its name is the caller's business). */
-async function writeSynced(path: string, text: string): Promise<void> {
-  const fh = await open(path, SYNCED_WRITE_FLAGS ?? 'w', 0o600);
-  try {
-    await fh.writeFile(text);
-    if (SYNCED_WRITE_FLAGS === null) await fh.datasync();
-  } finally {
-    await fh.close();
-  }
 }
 
 function ignoreMissing(err: NodeJS.ErrnoException): void {

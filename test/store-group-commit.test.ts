@@ -2,13 +2,14 @@
  * Group commit: concurrent commits share one messages/ directory fsync and one SQLite
  * transaction, and every caller still gets its own result or its own error.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
 import * as fsp from 'node:fs/promises';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MailEvent } from '../src/events/types.js';
 import * as files from '../src/store/files.js';
+import { DirectorySync } from '../src/util/fs.js';
 import { GroupCommit, type ItemOutcome } from '../src/util/group-commit.js';
 import { openSqliteStore, type SqliteMessageStore } from '../src/store/sqlite-store.js';
 import { makeEvent } from './helpers/events.js';
@@ -151,6 +152,7 @@ describe('store group commit', () => {
   let dir: string;
   let dataDir: string;
   let store: SqliteMessageStore;
+  let dirSyncs: MockInstance<DirectorySync['sync']>;
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'mailwire-store-gc-'));
@@ -158,8 +160,10 @@ describe('store group commit', () => {
     mkdirSync(join(dir, 'spool'));
     store = openSqliteStore(dataDir);
     vi.mocked(files.fsyncPath).mockClear();
+    dirSyncs = vi.spyOn(DirectorySync.prototype, 'sync');
   });
   afterEach(() => {
+    dirSyncs.mockRestore();
     store.close();
     vi.mocked(fsp.link).mockReset();
     vi.mocked(files.fsyncPath).mockClear();
@@ -171,7 +175,7 @@ describe('store group commit', () => {
     writeFileSync(path, `Subject: ${event.subject}\r\n\r\nbody\r\n`);
     return path;
   }
-  const messagesDirSyncs = () => vi.mocked(files.fsyncPath).mock.calls.filter(([p]) => p === join(dataDir, 'messages')).length;
+  const messagesDirSyncs = () => dirSyncs.mock.contexts.filter((d) => (d as DirectorySync).path === join(dataDir, 'messages')).length;
 
   it('stores many concurrent commits once each, with far fewer directory fsyncs than messages', async () => {
     const events = Array.from({ length: 200 }, (_, i) => makeEvent({ subject: `m${i}` }));
@@ -239,14 +243,10 @@ describe('store group commit', () => {
 
   it('a failing messages/ fsync rejects every caller of the batch and stores none of them', async () => {
     const events = [makeEvent(), makeEvent(), makeEvent()];
-    const actual = await vi.importActual<typeof import('../src/store/files.js')>('../src/store/files.js');
     // Every batch fails, however the three commits happen to be grouped.
-    vi.mocked(files.fsyncPath).mockImplementation(async (path) => {
-      if (path === join(dataDir, 'messages')) throw Object.assign(new Error('EIO: fsync failed'), { code: 'EIO' });
-      return actual.fsyncPath(path);
-    });
+    dirSyncs.mockRejectedValue(Object.assign(new Error('EIO: fsync failed'), { code: 'EIO' }));
     const results = await Promise.allSettled(events.map((e) => store.commit(e, spoolFile(e))));
-    vi.mocked(files.fsyncPath).mockImplementation(actual.fsyncPath);
+    dirSyncs.mockRestore();
     expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
     expect(results.map((r) => (r as PromiseRejectedResult).reason.code)).toEqual(['EIO', 'EIO', 'EIO']);
     expect(store.list({}).items).toEqual([]);

@@ -22,7 +22,7 @@ import { basename, join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { Envelope } from '../events/types.js';
 import { isMessageId } from '../events/id.js';
-import { fsyncPath } from '../util/fs.js';
+import { DirectorySync } from '../util/fs.js';
 import { CoalescedSync } from './coalesced-sync.js';
 import { parseSpoolFileName, spoolFileName, SpoolJournal, type JournalOptions, type JournalRecord } from './journal.js';
 import { LineEndingScanner } from './line-endings.js';
@@ -199,13 +199,15 @@ export class SpoolWriter extends Writable {
 export class Spool {
   readonly tmpDir: string;
   readonly incomingDir: string;
+  readonly #incomingDirSync: DirectorySync;
   readonly #incomingSync: CoalescedSync;
   readonly #journal: SpoolJournal;
 
   constructor(dataDir: string, options: JournalOptions = {}) {
     this.tmpDir = join(dataDir, 'spool', 'tmp');
     this.incomingDir = join(dataDir, 'spool', 'incoming');
-    this.#incomingSync = new CoalescedSync(() => fsyncPath(this.incomingDir));
+    this.#incomingDirSync = new DirectorySync(this.incomingDir);
+    this.#incomingSync = new CoalescedSync(() => this.#incomingDirSync.sync());
     this.#journal = new SpoolJournal(join(dataDir, 'spool', 'journal'), options);
   }
 
@@ -223,6 +225,7 @@ export class Spool {
   /** Closes the journal's open segment (at shutdown). */
   async close(): Promise<void> {
     await this.#journal.close();
+    await this.#incomingDirSync.close();
   }
 
   writer(id: string, options: SpoolWriterOptions): SpoolWriter {

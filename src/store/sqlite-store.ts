@@ -21,7 +21,8 @@ import { join } from 'node:path';
 import { isMessageId } from '../events/id.js';
 import type { AddressInfo, AttachmentMeta, MailDeletedEvent, MailEvent, SpamStatus } from '../events/types.js';
 import { silentLogger, type Logger } from '../log/logger.js';
-import { fsyncIfExists, fsyncPath, linkOrCopy } from './files.js';
+import { DirectorySync } from '../util/fs.js';
+import { fsyncIfExists, linkOrCopy } from './files.js';
 import { GroupCommit, type ItemOutcome } from '../util/group-commit.js';
 import { migrate, SCHEMA_VERSION } from './schema.js';
 import {
@@ -176,6 +177,7 @@ function parseCursor(before: string): number {
 class SqliteStore implements SqliteMessageStore {
   readonly #db: Database.Database;
   readonly #messagesDir: string;
+  readonly #messagesDirSync: DirectorySync;
   readonly #log: Logger;
   readonly #listStatements = new Map<string, Database.Statement<Record<string, unknown>, SummaryRow>>();
 
@@ -207,6 +209,7 @@ class SqliteStore implements SqliteMessageStore {
     this.#log = logger.child({ mod: 'store' });
     this.#messagesDir = join(dataDir, 'messages');
     mkdirSync(this.#messagesDir, { recursive: true });
+    this.#messagesDirSync = new DirectorySync(this.#messagesDir);
 
     const file = join(dataDir, 'mailwire.db');
     const db = new Database(file);
@@ -366,7 +369,7 @@ class SqliteStore implements SqliteMessageStore {
    * directory entries durable; then one transaction inserts every row, with one WAL fsync.
    */
   async #commitBatch(events: readonly MailEvent[]): Promise<ItemOutcome<CommitResult>[]> {
-    await fsyncPath(this.#messagesDir);
+    await this.#messagesDirSync.sync();
     try {
       return this.#insertBatchTx(events).map((value) => ({ ok: true, value }));
     } catch (err) {
@@ -544,6 +547,7 @@ class SqliteStore implements SqliteMessageStore {
 
   close(): void {
     if (this.#db.open) this.#db.close();
+    void this.#messagesDirSync.close();
   }
 }
 

@@ -230,9 +230,9 @@ describe('Spool.commit', () => {
     const writev = vi.spyOn(proto, 'writev');
     const { writer, outcome } = await write('Subject: hi\r\n\r\nbody\r\n', 'Received: by test\r\n');
     const msg = await spool.commit(writer, outcome.size, outcome.sha256, envelope, '2026-01-01T00:00:00.000Z');
-    // Trace header and data in one write; the message and the journal fdatasynced; incoming/
-    // fsynced, and journal/ once for its new segment.
-    expect(writev).toHaveBeenCalledTimes(1);
+    // Trace header and data in one write, the journal record in another; the message and the
+    // journal fdatasynced; incoming/ fsynced, and journal/ once for its new segment.
+    expect(writev).toHaveBeenCalledTimes(2);
     expect(datasync).toHaveBeenCalledTimes(2);
     expect(sync).toHaveBeenCalledTimes(2);
     expect(readdirSync(spool.tmpDir)).toEqual([]);
@@ -282,7 +282,8 @@ describe('Spool.commit', () => {
     const proto = await fileHandlePrototype();
     const written = await Promise.all(Array.from({ length: 30 }, (_, i) => write(`Subject: ${i}\r\n\r\nx\r\n`)));
     vi.mocked(fsp.open).mockClear();
-    const journalWrites = vi.spyOn(proto, 'write');
+    // The messages' own writes are done: every writev from here on is the journal's.
+    const journalWrites = vi.spyOn(proto, 'writev');
     const dirSyncs = vi.spyOn(proto, 'sync');
     const msgs = await Promise.all(written.map(({ writer, outcome }) => spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now')));
     expect(new Set(msgs.map((m) => m.id)).size).toBe(30);

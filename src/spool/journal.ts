@@ -4,10 +4,10 @@
  *
  * Each spooled message used to have its own envelope file next to its bytes, written with
  * O_DSYNC: a file create, a synchronous write (a file-system journal commit of its own), a
- * close, a rename and, later, an unlink, for every message. In the inbound bench those five
- * calls cost about a quarter of mailwire's CPU per message. Here the records of every message
- * committed at the same time share one write and one fdatasync (GroupCommit), and releasing a
- * message writes nothing at all:
+ * close, a rename and, later, an unlink, for every message. In the inbound bench, leaving
+ * them out cut mailwire's CPU per message by about a quarter (3.0 to 2.3 ms). Here the records
+ * of every message committed at the same time share one write and one fdatasync (GroupCommit),
+ * and releasing a message writes nothing at all:
  *
  *   journal/000000000001.log   {"id":…,"file":"<id>.eml","envelope":…}\n …   (one JSON line per record)
  *
@@ -28,7 +28,7 @@
 import { open, readdir, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isMessageId } from '../events/id.js';
-import { errCode, fsyncPath } from '../util/fs.js';
+import { fsyncPath, ignoreMissing, writeAll } from '../util/fs.js';
 import { GroupCommit } from '../util/group-commit.js';
 
 /** What a record says about a message: everything but where its bytes are, which is `file`. */
@@ -155,7 +155,8 @@ export class SpoolJournal {
     const segment = await this.#segmentFor();
     const data = Buffer.from(records.map((r) => `${JSON.stringify(r)}\n`).join(''));
     try {
-      await appendAll(segment.fh, data);
+      // The file is open with O_APPEND: every write goes to its end.
+      await writeAll(segment.fh, [data]);
       await segment.fh.datasync();
     } catch (err) {
       // The segment may now end in a torn line: nothing more goes into it.
@@ -226,18 +227,4 @@ function parseRecord(line: string): JournalRecord | null {
   if (typeof r.id !== 'string' || typeof r.file !== 'string') return null;
   const named = parseSpoolFileName(r.file);
   return named && named.id === r.id ? r : null;
-}
-
-/** Appends all of data (the file is open with O_APPEND), through short writes. */
-async function appendAll(fh: FileHandle, data: Buffer): Promise<void> {
-  let offset = 0;
-  while (offset < data.length) {
-    const { bytesWritten } = await fh.write(data, offset, data.length - offset);
-    if (bytesWritten === 0) throw new Error('write made no progress');
-    offset += bytesWritten;
-  }
-}
-
-function ignoreMissing(err: unknown): void {
-  if (errCode(err) !== 'ENOENT') throw err;
 }

@@ -22,7 +22,7 @@ import { basename, join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { Envelope } from '../events/types.js';
 import { isMessageId } from '../events/id.js';
-import { DirectorySync } from '../util/fs.js';
+import { DirectorySync, ignoreMissing, writeAll } from '../util/fs.js';
 import { CoalescedSync } from './coalesced-sync.js';
 import { parseSpoolFileName, spoolFileName, SpoolJournal, type JournalOptions, type JournalRecord } from './journal.js';
 import { LineEndingScanner } from './line-endings.js';
@@ -337,34 +337,11 @@ function journalRecord(msg: SpooledMessage): JournalRecord {
   return { ...rest, file: basename(rawPath) };
 }
 
-/** Writes every buffer, in order, with as few writev calls as the kernel allows (usually one). */
-async function writeAll(fh: FileHandle, buffers: Buffer[]): Promise<void> {
-  let rest = buffers;
-  while (rest.length > 0) {
-    const { bytesWritten } = await fh.writev(rest);
-    if (bytesWritten === 0) throw new Error('write made no progress');
-    rest = skipBytes(rest, bytesWritten);
-  }
-}
-
-/** The buffers after the first n bytes (after a short write). */
-function skipBytes(buffers: Buffer[], n: number): Buffer[] {
-  let i = 0;
-  while (i < buffers.length && n >= buffers[i]!.length) n -= buffers[i++]!.length;
-  const rest = buffers.slice(i);
-  if (n > 0 && rest.length > 0) rest[0] = rest[0]!.subarray(n);
-  return rest;
-}
-
 /**
- * Like Promise.all for two, but waits for both to settle before rejecting: the caller discards
- * the temp files on failure, and must not do so while the other write is still creating one.
+ * Like Promise.all for two, but waits for both to settle before rejecting: the caller's clean-up
+ * after a failure never runs alongside the other operation.
  */
 async function settleBoth(a: Promise<void>, b: Promise<void>): Promise<void> {
   const results = await Promise.allSettled([a, b]);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
-}
-
-function ignoreMissing(err: NodeJS.ErrnoException): void {
-  if (err.code !== 'ENOENT') throw err;
 }

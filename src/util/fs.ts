@@ -48,3 +48,27 @@ export class DirectorySync {
     if (handle) await handle.then((h) => h.close()).catch(() => {});
   }
 }
+
+/** Writes every buffer, in order, with as few writev calls as the kernel allows (usually one). */
+export async function writeAll(fh: FileHandle, buffers: Buffer[]): Promise<void> {
+  let rest = buffers;
+  while (rest.length > 0) {
+    const { bytesWritten } = await fh.writev(rest);
+    if (bytesWritten === 0) throw new Error('write made no progress');
+    rest = skipBytes(rest, bytesWritten);
+  }
+}
+
+/** The buffers after the first n bytes (after a short write). */
+function skipBytes(buffers: Buffer[], n: number): Buffer[] {
+  let i = 0;
+  while (i < buffers.length && n >= buffers[i]!.length) n -= buffers[i++]!.length;
+  const rest = buffers.slice(i);
+  if (n > 0 && rest.length > 0) rest[0] = rest[0]!.subarray(n);
+  return rest;
+}
+
+/** For .catch() after an unlink or rm: a file that is already gone is fine. */
+export function ignoreMissing(err: unknown): void {
+  if (errCode(err) !== 'ENOENT') throw err;
+}

@@ -161,14 +161,22 @@ describe('Spool.commit', () => {
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'mailwire-spool-'));
-    spool = new Spool(dir);
+    spool = opened(new Spool(dir));
     await spool.init();
   });
-  afterEach(() => {
+  afterEach(async () => {
     vi.restoreAllMocks();
     vi.mocked(fsp.open).mockClear();
+    // Their journal segments and directory handles: closed, not left to the garbage collector.
+    await Promise.all(spools.splice(0).map((s) => s.close()));
     rmSync(dir, { recursive: true, force: true });
   });
+
+  const spools: Spool[] = [];
+  function opened(s: Spool): Spool {
+    spools.push(s);
+    return s;
+  }
 
   async function write(body: string, prefix?: string) {
     const writer = spool.writer(newMessageId(), { maxSize: 1 << 20, bareNewline: 'reject', ...(prefix ? { prefix: Buffer.from(prefix) } : {}) });
@@ -181,7 +189,7 @@ describe('Spool.commit', () => {
 
   /** What a new start finds (init, then recover, as the app does). */
   async function restart() {
-    const next = new Spool(dir);
+    const next = opened(new Spool(dir));
     await next.init();
     return next.recover();
   }
@@ -323,7 +331,7 @@ describe('Spool.commit', () => {
       const [a, b, c] = [await commitOne('a'), await commitOne('b'), await commitOne('c')];
       await spool.release(b);
       expect(readdirSync(spool.journalDir)).toEqual(['000000000001.log']);
-      const next = new Spool(dir);
+      const next = opened(new Spool(dir));
       await next.init();
       expect(await next.recover()).toEqual([a, c]);
       expect(readdirSync(spool.journalDir)).toEqual(['000000000002.log']);
@@ -332,7 +340,7 @@ describe('Spool.commit', () => {
       // Released after recovery: nothing is left to recover.
       await next.release(a);
       await next.release(c);
-      const third = new Spool(dir);
+      const third = opened(new Spool(dir));
       await third.init();
       expect(await third.recover()).toEqual([]);
     });
@@ -347,7 +355,7 @@ describe('Spool.commit', () => {
       const orphan = `${newMessageId()}.eml`;
       writeFileSync(join(spool.incomingDir, orphan), 'Subject: never answered\r\n\r\n');
       rmSync(b.rawPath);
-      const next = new Spool(dir);
+      const next = opened(new Spool(dir));
       await next.init();
       expect(await next.recover()).toEqual([a]);
       expect(readdirSync(spool.incomingDir)).toEqual([`${a.id}.eml`]);
@@ -360,7 +368,7 @@ describe('Spool.commit', () => {
       writeFileSync(join(spool.incomingDir, `${other}.eml`), 'x');
       const forged = [{ ...journalLines()[0], file: '../tmp/x.eml' }, { ...journalLines()[0], id: a.id, file: `${other}.eml` }];
       appendFileSync(join(spool.journalDir, '000000000001.log'), forged.map((r) => `${JSON.stringify(r)}\n`).join(''));
-      const next = new Spool(dir);
+      const next = opened(new Spool(dir));
       await next.init();
       expect(await next.recover()).toEqual([a]);
     });
@@ -370,7 +378,7 @@ describe('Spool.commit', () => {
       const legacy = { id, rawPath: '/elsewhere', receivedAt: 'then', envelope, size: 3, sha256: 'x'.repeat(64) };
       writeFileSync(join(spool.incomingDir, `${id}.eml`), 'a\r\n');
       writeFileSync(join(spool.incomingDir, `${id}.json`), JSON.stringify(legacy));
-      const next = new Spool(dir);
+      const next = opened(new Spool(dir));
       await next.init();
       expect(await next.recover()).toEqual([{ ...legacy, rawPath: join(spool.incomingDir, `${id}.eml`) }]);
       expect(readdirSync(spool.incomingDir)).toEqual([`${id}.eml`]);
@@ -378,14 +386,14 @@ describe('Spool.commit', () => {
     });
 
     it('rotates segments and deletes a full one once all its messages are released', async () => {
-      spool = new Spool(dir, { segmentMaxBytes: 1 });
+      spool = opened(new Spool(dir, { segmentMaxBytes: 1 }));
       await spool.init();
       const a = await commitOne('a');
       const b = await commitOne('b');
       expect(readdirSync(spool.journalDir).sort()).toEqual(['000000000001.log', '000000000002.log']);
       await spool.release(a);
       await vi.waitFor(() => expect(readdirSync(spool.journalDir)).toEqual(['000000000002.log']));
-      const next = new Spool(dir);
+      const next = opened(new Spool(dir));
       await next.init();
       expect(await next.recover()).toEqual([b]);
     });

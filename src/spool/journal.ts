@@ -142,13 +142,9 @@ export class SpoolJournal {
     this.#deleteIfDone(segment);
   }
 
-  /** Closes the current segment (it is kept: its records may still be live). */
+  /** Closes the current segment; its file stays while it holds records of unreleased messages. */
   async close(): Promise<void> {
-    const current = this.#current;
-    this.#current = null;
-    if (!current) return;
-    current.retired = true;
-    await current.fh.close().catch(() => {});
+    if (this.#current) await this.#retire(this.#current);
   }
 
   async #writeBatch(records: readonly JournalRecord[]): Promise<{ ok: true; value: undefined }[]> {
@@ -160,7 +156,7 @@ export class SpoolJournal {
       await segment.fh.datasync();
     } catch (err) {
       // The segment may now end in a torn line: nothing more goes into it.
-      this.#retire(segment);
+      void this.#retire(segment);
       throw err;
     }
     segment.bytes += data.length;
@@ -170,7 +166,7 @@ export class SpoolJournal {
       this.#segmentOf.set(r.file, segment);
       segment.live++;
     }
-    if (segment.bytes >= this.#segmentMax) this.#retire(segment);
+    if (segment.bytes >= this.#segmentMax) void this.#retire(segment);
     return records.map(() => ({ ok: true, value: undefined }));
   }
 
@@ -190,22 +186,21 @@ export class SpoolJournal {
     return this.#current;
   }
 
-  #retire(segment: Segment): void {
-    if (segment.retired) return;
+  /** No more appends go to the segment: its handle is closed now, its file kept while live. */
+  #retire(segment: Segment): Promise<void> {
+    if (segment.retired) return Promise.resolve();
     segment.retired = true;
     if (this.#current === segment) this.#current = null;
+    const closed = segment.fh.close().catch(() => {});
     this.#deleteIfDone(segment);
+    return closed;
   }
 
   #deleteIfDone(segment: Segment): void {
     if (!segment.retired || segment.live > 0) return;
     // Not synced: a segment that comes back after a crash only holds records of released
     // messages, which recovery skips.
-    void segment.fh
-      .close()
-      .catch(() => {})
-      .then(() => unlink(join(this.dir, segment.name)))
-      .catch(() => {});
+    void unlink(join(this.dir, segment.name)).catch(() => {});
   }
 }
 

@@ -8,11 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { hashPassword } from '../src/auth/ssha.js';
 import { createLogger } from '../src/log/logger.js';
 import { startTestApp, waitFor, type TestApp } from './helpers/app.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
-import { mail, postSubmit } from './helpers/submit.js';
+import { mail, postSubmit, submitTables } from './helpers/submit.js';
 
 // One hook file for every phase; what it does depends on the request (or a flag file for connect).
 const POLICY = `
@@ -102,11 +101,7 @@ beforeAll(async () => {
     spamd: false,
     logger: createLogger('info', logSink),
     config: { hooks: { timeout_ms: 300, phases: Object.fromEntries(PHASES.map((p) => [p, ['policy.mjs']])) } },
-    files: {
-      mailertable: `default: { mailer: ESMTP, host: 127.0.0.1, port: ${sink.port} }\n`,
-      recipients: "domainpart: [ 'example.org' ]\n",
-      password: `haineko: '${hashPassword('kijitora')}'\n`,
-    },
+    files: submitTables(sink.port),
   });
 });
 

@@ -9,7 +9,7 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../src/auth/ssha.js';
 import { startTestApp, waitFor, type TestApp } from './helpers/app.js';
-import { mail, postSubmit, reply } from './helpers/submit.js';
+import { mail, postSubmit, reply, submitTables } from './helpers/submit.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
 
 let sink: SmtpSink;
@@ -24,11 +24,7 @@ beforeAll(async () => {
       submit: { max_concurrent: 1, max_queued: 1, queue_wait: 1.5 },
       http: { allowed_origins: ['https://app.example'], auth: { realm: 'Neko Post' } },
     },
-    files: {
-      mailertable: `default: { mailer: ESMTP, host: 127.0.0.1, port: ${sink.port} }\n`,
-      recipients: "domainpart: [ 'example.org' ]\n",
-      password: `haineko: '${hashPassword('kijitora')}'\n`,
-    },
+    files: submitTables(sink.port),
   });
 });
 

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../src/auth/ssha.js';
 import { startTestApp, type TestApp } from './helpers/app.js';
-import { mail, postSubmit, reply } from './helpers/submit.js';
+import { mail, postSubmit, reply, submitTables } from './helpers/submit.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
 
 let sink: SmtpSink;
@@ -17,11 +17,7 @@ beforeAll(async () => {
   t = await startTestApp({
     spamd: false,
     config: { submit: { max_rcpts_per_message: 4, max_message_size: 1000, servername: 'neko.mailwire.test' } },
-    files: {
-      mailertable: `default: { mailer: ESMTP, host: 127.0.0.1, port: ${sink.port} }\n`,
-      recipients: "domainpart: [ 'example.org', 'Example.NET' ]\nrecipients: [ 'Kuro@Example.COM' ]\n",
-      password: `haineko: '${hashPassword('kijitora')}'\n`,
-    },
+    files: submitTables(sink.port, "domainpart: [ 'example.org', 'Example.NET' ]\nrecipients: [ 'Kuro@Example.COM' ]\n"),
   });
 });
 

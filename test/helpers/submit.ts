@@ -1,4 +1,5 @@
 /** Small helpers for POST /submit tests. */
+import { hashPassword } from '../../src/auth/ssha.js';
 import type { ResponseEntry } from '../../src/relay/types.js';
 
 export interface SubmitAnswer {
@@ -14,6 +15,18 @@ export interface SubmitAnswer {
     recipient: string[];
     timestamp: { datetime: string; unixtime: number };
     response: ResponseEntry[];
+  };
+}
+
+/**
+ * The tables most /submit tests run with: everything to the test sink over ESMTP, recipients
+ * at example.org (or `recipients`, a recipients table), and the user haineko / kijitora.
+ */
+export function submitTables(sinkPort: number, recipients = "domainpart: [ 'example.org' ]\n"): Record<string, string> {
+  return {
+    mailertable: `default: { mailer: ESMTP, host: 127.0.0.1, port: ${sinkPort} }\n`,
+    recipients,
+    password: `haineko: '${hashPassword('kijitora')}'\n`,
   };
 }
 

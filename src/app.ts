@@ -19,7 +19,7 @@ import { createParsePool, defaultParsePoolSize, type ParsePool } from './parse/p
 import { DomainPolicy, domainsSchema, EMPTY_DOMAINS, type DomainsTable } from './policy/domains.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { createOutboundRelay } from './pipeline/outbound.js';
-import { scoreFile } from './spam/spamd.js';
+import { scoreRaw } from './spam/spamd.js';
 import { ensureTlsMaterial } from './smtp/certs.js';
 import { SmtpListener } from './smtp/listener.js';
 import { Spool } from './spool/spool.js';
@@ -39,6 +39,7 @@ import { createPasswordLogin } from './auth/password-login.js';
 import { FailureThrottle } from './auth/throttle.js';
 import { createSubmitService } from './submit/submit.js';
 import { MAILWIRE_VERSION } from './util/version.js';
+import type { RawSource } from './util/raw-source.js';
 
 export interface AppAddresses {
   smtp: AddressInfo;
@@ -87,9 +88,9 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   let routing: TableRouting | null = null;
   let relay: Relay | null = null;
 
-  const score = (rawPath: string): Promise<SpamResult> => {
+  const score = (raw: RawSource): Promise<SpamResult> => {
     if (!config.spamd.enabled) return Promise.resolve({ status: 'skipped', score: null, threshold: null, rules: [], reason: 'spamd disabled' });
-    return scoreFile(rawPath, { host: config.spamd.host, port: config.spamd.port, timeoutMs: config.spamd.timeout_ms, maxSize: config.spamd.max_size });
+    return scoreRaw(raw, { host: config.spamd.host, port: config.spamd.port, timeoutMs: config.spamd.timeout_ms, maxSize: config.spamd.max_size });
   };
 
   // Hook scripts per SMTP phase: loaded first, so a missing or broken hook stops the start before
@@ -122,7 +123,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
 
     // Parsing runs in worker threads: mailparser's synchronous steps never block SMTP and HTTP.
     const pool = (parsePool = createParsePool({ size: defaultParsePoolSize(), logger }));
-    const pipeline = new Pipeline({ config, logger, spool, store, bus, score, parse: (raw, dir, limits, bytes) => pool.parse(raw, dir, limits, bytes), metrics });
+    const pipeline = new Pipeline({ config, logger, spool, store, bus, score, parse: (raw, dir, limits) => pool.parse(raw, dir, limits), metrics });
     // Mail answered 250 by a previous run but not yet stored comes first.
     await pipeline.recover();
 

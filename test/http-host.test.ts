@@ -108,7 +108,7 @@ beforeAll(async () => {
   event = makeEvent({ subject: 'Secret' });
   writeFileSync(join(spool, 'tmp'), 'Subject: Secret\r\n\r\nx\r\n');
   renameSync(join(spool, 'tmp'), join(spool, event.id));
-  await store.commit(event, join(spool, event.id));
+  await store.commit(event, { path: join(spool, event.id) });
 
   port = await start();
   allowPort = await start({ boundHost: '127.0.0.1', allowedHosts: ['mail.example.org', '.corp.example'] });

@@ -80,7 +80,7 @@ beforeAll(async () => {
     }
     writeFileSync(join(spool, 'tmp'), event === first ? rawBytes : Buffer.from('Subject: Second\r\n\r\nx\r\n'));
     renameSync(join(spool, 'tmp'), join(spool, event.id));
-    await store.commit(event, join(spool, event.id));
+    await store.commit(event, { path: join(spool, event.id) });
   }
 
   // The viewer's files, plus things next to and inside webDir that must never be served.
@@ -217,7 +217,7 @@ describe('GET /api/v1/messages/:id/raw', () => {
     expectApiHeaders(res);
     const body = Buffer.from(await res.arrayBuffer());
     expect(body).toEqual(rawBytes);
-    expect(body).toEqual(readFileSync(store.rawPath(first.id)!));
+    expect(body).toEqual(readFileSync(store.raw(first.id)!.path!));
   });
 
   it('answers 404 for unknown and invalid ids', async () => {

@@ -110,26 +110,25 @@ describe('parse pool', () => {
       const directDir = join(tmp, 'direct', name);
       const pooledDir = join(tmp, 'pooled', name);
       const direct = await parseMessageFile(fixture(name), directDir, LIMITS);
-      const pooled = await p.parse(fixture(name), pooledDir, LIMITS);
+      const pooled = await p.parse({ path: fixture(name) }, pooledDir, LIMITS);
       expect(pooled, name).toStrictEqual(direct);
       expect(await files(pooledDir), name).toEqual(await files(directDir));
     }
     expect(FIXTURE_NAMES.length).toBeGreaterThanOrEqual(5);
   });
 
-  it("gives the same result from the bytes in memory (the spool's copy) as from the file, without reading it", async () => {
+  it('gives the same result from the bytes in memory (a small spooled message) as from the file', async () => {
     const p = pool();
     for (const name of FIXTURE_NAMES) {
       const fromFile = join(tmp, 'file', name);
       const fromBytes = join(tmp, 'bytes', name);
       const direct = await parseMessageFile(fixture(name), fromFile, LIMITS);
-      // The path names no file: only the bytes can have been parsed.
-      const pooled = await p.parse(join(tmp, 'no-such-file.eml'), fromBytes, LIMITS, readFileSync(fixture(name)));
+      const pooled = await p.parse({ bytes: readFileSync(fixture(name)) }, fromBytes, LIMITS);
       expect(pooled, name).toStrictEqual(direct);
       expect(await files(fromBytes), name).toEqual(await files(fromFile));
     }
     // An empty message is told apart from bytes without headers, as from a file.
-    const empty = await p.parse(join(tmp, 'no-such-file.eml'), join(tmp, 'empty'), LIMITS, Buffer.alloc(0));
+    const empty = await p.parse({ bytes: Buffer.alloc(0) }, join(tmp, 'empty'), LIMITS);
     expect(empty.parseError).toBe('empty message');
   });
 
@@ -137,7 +136,7 @@ describe('parse pool', () => {
     const p = pool({ size: 2 });
     const names = Array.from({ length: 20 }, (_, i) => FIXTURE_NAMES[i % FIXTURE_NAMES.length]!);
     const expected = await Promise.all(names.map((name, i) => parseMessageFile(fixture(name), join(tmp, 'direct', String(i)), LIMITS)));
-    const results = await Promise.all(names.map((name, i) => p.parse(fixture(name), join(tmp, 'pooled', String(i)), LIMITS)));
+    const results = await Promise.all(names.map((name, i) => p.parse({ path: fixture(name) }, join(tmp, 'pooled', String(i)), LIMITS)));
     results.forEach((result, i) => expect(result, names[i]).toStrictEqual(expected[i]));
     for (let i = 0; i < 20; i++) expect(await files(join(tmp, 'pooled', String(i)))).toEqual(await files(join(tmp, 'direct', String(i))));
   });
@@ -146,11 +145,11 @@ describe('parse pool', () => {
     const raw = join(tmp, 'big.eml');
     await writeFile(raw, bigQpMessage(19));
     const p = pool({ size: 1 });
-    await p.parse(fixture('8bit.eml'), join(tmp, 'warm'), LIMITS); // the worker is up
+    await p.parse({ path: fixture('8bit.eml') }, join(tmp, 'warm'), LIMITS); // the worker is up
     // Measured on the 2-core machine, largest gap of a 10 ms interval during this parse:
     //   parseMessageFile on the main thread: 1070-1500 ms (one stall at the end of the QP part)
     //   through the pool:                    12-20 ms
-    const { value: parsed, gapMs } = await largestGap(() => p.parse(raw, join(tmp, 'att'), LIMITS));
+    const { value: parsed, gapMs } = await largestGap(() => p.parse({ path: raw }, join(tmp, 'att'), LIMITS));
     expect(parsed.parseError).toBeNull();
     expect(parsed.subject).toBe('big quoted-printable');
     expect(parsed.text?.startsWith('éééé')).toBe(true);
@@ -166,13 +165,13 @@ describe('parse pool', () => {
     await writeFile(raw, bigQpMessage(19, [Buffer.alloc(2000, 1), Buffer.alloc(3000, 2), Buffer.alloc(4000, 3)]));
     const log = capturingLogger();
     const p = pool({ size: 1, logger: log.logger, hardDeadlineGraceMs: 200 });
-    await p.parse(fixture('8bit.eml'), join(tmp, 'warm'), LIMITS);
+    await p.parse({ path: fixture('8bit.eml') }, join(tmp, 'warm'), LIMITS);
 
     const attDir = join(tmp, 'att');
     let sawAttachmentFiles = false; // the killed worker had written files before it was stopped
     const watch = setInterval(() => (sawAttachmentFiles ||= existsSync(join(attDir, '0'))), 5);
     const started = performance.now();
-    const parsed = await p.parse(raw, attDir, { ...LIMITS, timeoutMs: 500 }).finally(() => clearInterval(watch));
+    const parsed = await p.parse({ path: raw }, attDir, { ...LIMITS, timeoutMs: 500 }).finally(() => clearInterval(watch));
     const elapsed = performance.now() - started;
 
     expect(parsed).toStrictEqual(timedOut(500));
@@ -185,21 +184,21 @@ describe('parse pool', () => {
     expect(log.lines().some((l) => l.level === 40 && String(l.msg).includes('worker terminated'))).toBe(true);
 
     // The replacement worker takes the next job.
-    const next = await p.parse(fixture('8bit.eml'), join(tmp, 'next'), LIMITS);
+    const next = await p.parse({ path: fixture('8bit.eml') }, join(tmp, 'next'), LIMITS);
     expect(next).toStrictEqual(await parseMessageFile(fixture('8bit.eml'), join(tmp, 'next-direct'), LIMITS));
   });
 
   it('rejects with the infrastructure error (missing spool file) and keeps working', async () => {
     const p = pool();
     const missing = join(tmp, 'no-such-file.eml');
-    const err = await p.parse(missing, join(tmp, 'att'), LIMITS).then(
+    const err = await p.parse({ path: missing }, join(tmp, 'att'), LIMITS).then(
       () => null,
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(Error);
     expect((err as Error).message).toMatch(/ENOENT/);
     expect((err as NodeJS.ErrnoException).code).toBe('ENOENT');
-    const ok = await p.parse(fixture('latin1.eml'), join(tmp, 'att'), LIMITS);
+    const ok = await p.parse({ path: fixture('latin1.eml') }, join(tmp, 'att'), LIMITS);
     expect(ok.subject).toBe('Café crème à la française');
   });
 
@@ -208,17 +207,17 @@ describe('parse pool', () => {
     const raw = join(tmp, 'big.eml');
     await writeFile(raw, bigQpMessage(19));
     const p = pool({ size: 2 });
-    await Promise.all([p.parse(fixture('8bit.eml'), join(tmp, 'w1'), LIMITS), p.parse(fixture('8bit.eml'), join(tmp, 'w2'), LIMITS)]);
+    await Promise.all([p.parse({ path: fixture('8bit.eml') }, join(tmp, 'w1'), LIMITS), p.parse({ path: fixture('8bit.eml') }, join(tmp, 'w2'), LIMITS)]);
     if (before !== null) expect(threadCount()).toBeGreaterThan(before); // a worker is a thread or two
 
     // Two running (each a second or more of decoding), two queued.
-    const jobs = [1, 2, 3, 4].map((i) => p.parse(raw, join(tmp, `att${i}`), LIMITS).then(() => 'resolved', (e: Error) => e.message));
+    const jobs = [1, 2, 3, 4].map((i) => p.parse({ path: raw }, join(tmp, `att${i}`), LIMITS).then(() => 'resolved', (e: Error) => e.message));
     await new Promise((r) => setTimeout(r, 50));
     const started = performance.now();
     await p.close();
     expect(performance.now() - started).toBeLessThan(500); // terminated, not waited for
     expect(await Promise.all(jobs)).toEqual(Array(4).fill('parse pool is closed'));
-    await expect(p.parse(fixture('8bit.eml'), join(tmp, 'after'), LIMITS)).rejects.toThrow('parse pool is closed');
+    await expect(p.parse({ path: fixture('8bit.eml') }, join(tmp, 'after'), LIMITS)).rejects.toThrow('parse pool is closed');
     await p.close(); // idempotent
     if (before !== null) expect(threadCount()).toBe(before);
   });

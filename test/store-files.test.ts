@@ -67,9 +67,9 @@ describe('commit across filesystems', () => {
       const rawPath = join(dir, 'spool', event.id);
       writeFileSync(rawPath, 'Subject: copied\r\n\r\nbody\r\n');
       failWith('EXDEV');
-      expect(await store.commit(event, rawPath)).toBe('inserted');
+      expect(await store.commit(event, { path: rawPath })).toBe('inserted');
       rmSync(rawPath);
-      expect(readFileSync(store.rawPath(event.id)!, 'utf8')).toBe('Subject: copied\r\n\r\nbody\r\n');
+      expect(readFileSync(store.raw(event.id)!.path!, 'utf8')).toBe('Subject: copied\r\n\r\nbody\r\n');
     } finally {
       store.close();
     }

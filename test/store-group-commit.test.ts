@@ -179,7 +179,7 @@ describe('store group commit', () => {
 
   it('stores many concurrent commits once each, with far fewer directory fsyncs than messages', async () => {
     const events = Array.from({ length: 200 }, (_, i) => makeEvent({ subject: `m${i}` }));
-    const results = await Promise.all(events.map((e) => store.commit(e, spoolFile(e))));
+    const results = await Promise.all(events.map((e) => store.commit(e, { path: spoolFile(e) })));
     expect(results).toEqual(events.map(() => 'inserted'));
     const ids = store.list({ limit: 500 }).items.map((i) => i.id);
     expect(ids.sort()).toEqual(events.map((e) => e.id).sort());
@@ -196,18 +196,18 @@ describe('store group commit', () => {
     const path = spoolFile(twice);
     // Which of the three commits of one id comes first depends on which link finishes first.
     const results = await Promise.all([
-      store.commit(twice, path),
-      store.commit(others[0]!, spoolFile(others[0]!)),
-      store.commit(twice, path),
-      store.commit(others[1]!, spoolFile(others[1]!)),
-      store.commit(twice, path),
+      store.commit(twice, { path: path }),
+      store.commit(others[0]!, { path: spoolFile(others[0]!) }),
+      store.commit(twice, { path: path }),
+      store.commit(others[1]!, { path: spoolFile(others[1]!) }),
+      store.commit(twice, { path: path }),
     ]);
     expect([results[0], results[2], results[4]].sort()).toEqual(['duplicate', 'duplicate', 'inserted']);
     expect([results[1], results[3]]).toEqual(['inserted', 'inserted']);
     expect(store.get(twice.id)).toEqual(twice);
     expect(store.list({}).items).toHaveLength(3);
     expect(store.eventsAfter({ seq: 0 }, 10)!.filter((e) => e.event.id === twice.id)).toHaveLength(1);
-    expect(existsSync(store.rawPath(twice.id)!)).toBe(true);
+    expect(existsSync(store.raw(twice.id)!.path!)).toBe(true);
   });
 
   it('a failing link rejects that caller only; the others of the batch are stored', async () => {
@@ -218,7 +218,7 @@ describe('store group commit', () => {
       if (String(src) === paths[1]) throw Object.assign(new Error('EIO: link failed'), { code: 'EIO' });
       return actualLink(src, dest);
     });
-    const results = await Promise.allSettled(events.map((e, i) => store.commit(e, paths[i]!)));
+    const results = await Promise.allSettled(events.map((e, i) => store.commit(e, { path: paths[i]! })));
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
     expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ code: 'EIO' });
     expect(store.get(events[0]!.id)).not.toBeNull();
@@ -226,7 +226,7 @@ describe('store group commit', () => {
     expect(store.get(events[2]!.id)).not.toBeNull();
     // The failed one can be committed again later (its spool entry stays for the next run).
     vi.mocked(fsp.link).mockImplementation(actualLink);
-    expect(await store.commit(events[1]!, paths[1]!)).toBe('inserted');
+    expect(await store.commit(events[1]!, { path: paths[1]! })).toBe('inserted');
   });
 
   it('an event that breaks the transaction fails alone; the rest of its batch is stored', async () => {
@@ -234,7 +234,7 @@ describe('store group commit', () => {
     // JSON.stringify cannot serialise a BigInt: the insert throws inside the transaction.
     const poisoned = makeEvent({ headers: [{ name: 'X-Bad', value: 1n as unknown as string }] });
     const all = [good[0]!, poisoned, good[1]!];
-    const results = await Promise.allSettled(all.map((e) => store.commit(e, spoolFile(e))));
+    const results = await Promise.allSettled(all.map((e) => store.commit(e, { path: spoolFile(e) })));
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
     expect((results[1] as PromiseRejectedResult).reason).toBeInstanceOf(TypeError);
     expect(store.list({}).items.map((i) => i.id).sort()).toEqual(good.map((e) => e.id).sort());
@@ -245,12 +245,12 @@ describe('store group commit', () => {
     const events = [makeEvent(), makeEvent(), makeEvent()];
     // Every batch fails, however the three commits happen to be grouped.
     dirSyncs.mockRejectedValue(Object.assign(new Error('EIO: fsync failed'), { code: 'EIO' }));
-    const results = await Promise.allSettled(events.map((e) => store.commit(e, spoolFile(e))));
+    const results = await Promise.allSettled(events.map((e) => store.commit(e, { path: spoolFile(e) })));
     dirSyncs.mockRestore();
     expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
     expect(results.map((r) => (r as PromiseRejectedResult).reason.code)).toEqual(['EIO', 'EIO', 'EIO']);
     expect(store.list({}).items).toEqual([]);
     // Nothing was half-done: committing again (as spool recovery would) stores all three.
-    expect(await Promise.all(events.map((e) => store.commit(e, spoolFile(e))))).toEqual(['inserted', 'inserted', 'inserted']);
+    expect(await Promise.all(events.map((e) => store.commit(e, { path: spoolFile(e) })))).toEqual(['inserted', 'inserted', 'inserted']);
   });
 });

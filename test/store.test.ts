@@ -35,7 +35,7 @@ async function commitWithRaw(event: MailEvent, raw = `Subject: ${event.subject ?
   const rawPath = join(spoolDir, event.id);
   writeFileSync(`${rawPath}.tmp`, raw);
   renameSync(`${rawPath}.tmp`, rawPath);
-  const result = await store.commit(event, rawPath);
+  const result = await store.commit(event, { path: rawPath });
   return { raw: Buffer.from(raw), rawPath, result };
 }
 
@@ -51,7 +51,7 @@ describe('commit and get', () => {
   it('hard-links the spool file to messages/<id>.eml with the same bytes', async () => {
     const event = makeEvent();
     const { raw, rawPath } = await commitWithRaw(event, 'From: a@b\r\n\r\n\u00e9\x00binary\r\n');
-    const stored = store.rawPath(event.id);
+    const stored = store.raw(event.id)?.path;
     expect(stored).toBe(join(dataDir, 'messages', `${event.id}.eml`));
     // No directory of its own for a message without attachments.
     expect(existsSync(join(dataDir, 'messages', event.id))).toBe(false);
@@ -62,12 +62,48 @@ describe('commit and get', () => {
     expect(readFileSync(stored!)).toEqual(raw);
   });
 
+  it('keeps the bytes of a message in memory in its row: no file, one WAL fsync for both', async () => {
+    const event = makeEvent();
+    const bytes = Buffer.from('From: a@b\r\n\r\n\u00e9\x00binary\r\n', 'latin1');
+    expect(await store.commit(event, { bytes })).toBe('inserted');
+    expect(store.raw(event.id)).toEqual({ bytes });
+    expect(readdirSync(join(dataDir, 'messages'))).toEqual([]);
+    // In the database file itself, byte for byte, as a BLOB.
+    store.close();
+    const db = new Database(join(dataDir, 'mailwire.db'), { readonly: true });
+    try {
+      expect(db.prepare('SELECT raw FROM messages WHERE id = ?').get(event.id)).toEqual({ raw: bytes });
+    } finally {
+      db.close();
+    }
+    store = openSqliteStore(dataDir);
+    expect(store.raw(event.id)).toEqual({ bytes });
+    expect(await store.delete(event.id)).toBe(true);
+    expect(store.raw(event.id)).toBeNull();
+  });
+
+  it('opens a store of schema version 1 (before raw bytes in rows): its messages keep their files', async () => {
+    const event = makeEvent();
+    await commitWithRaw(event, 'stored by an older version');
+    store.close();
+    // What version 1 looked like: no raw column.
+    const db = new Database(join(dataDir, 'mailwire.db'));
+    db.exec('ALTER TABLE messages DROP COLUMN raw');
+    db.pragma('user_version = 1');
+    db.close();
+    store = openSqliteStore(dataDir);
+    expect(store.raw(event.id)).toEqual({ path: join(dataDir, 'messages', `${event.id}.eml`) });
+    const next = makeEvent();
+    expect(await store.commit(next, { bytes: Buffer.from('new') })).toBe('inserted');
+    expect(store.raw(next.id)).toEqual({ bytes: Buffer.from('new') });
+  });
+
   it('keeps an existing raw file from an earlier, interrupted attempt', async () => {
     const event = makeEvent();
     writeFileSync(join(dataDir, 'messages', `${event.id}.eml`), 'earlier');
     const { result } = await commitWithRaw(event, 'later');
     expect(result).toBe('inserted');
-    expect(readFileSync(store.rawPath(event.id)!, 'utf8')).toBe('earlier');
+    expect(readFileSync(store.raw(event.id)!.path!, 'utf8')).toBe('earlier');
   });
 
   it('finds the raw file of a message stored with the older messages/<id>/message.eml layout', async () => {
@@ -76,8 +112,8 @@ describe('commit and get', () => {
     // What an older version left: the raw file in the message's own directory.
     mkdirSync(join(dataDir, 'messages', event.id));
     renameSync(join(dataDir, 'messages', `${event.id}.eml`), join(dataDir, 'messages', event.id, 'message.eml'));
-    expect(store.rawPath(event.id)).toBe(join(dataDir, 'messages', event.id, 'message.eml'));
-    expect(readFileSync(store.rawPath(event.id)!, 'utf8')).toBe('old layout');
+    expect(store.raw(event.id)?.path).toBe(join(dataDir, 'messages', event.id, 'message.eml'));
+    expect(readFileSync(store.raw(event.id)!.path!, 'utf8')).toBe('old layout');
     expect(await store.delete(event.id)).toBe(true);
     expect(existsSync(join(dataDir, 'messages', event.id))).toBe(false);
   });
@@ -88,7 +124,7 @@ describe('commit and get', () => {
     const again = { ...event, subject: 'Changed' };
     expect((await commitWithRaw(again, 'other bytes')).result).toBe('duplicate');
     expect(store.get(event.id)?.subject).toBe('Original');
-    expect(readFileSync(store.rawPath(event.id)!, 'utf8')).toBe('original bytes');
+    expect(readFileSync(store.raw(event.id)!.path!, 'utf8')).toBe('original bytes');
     const page = store.list({});
     expect(page.items.map((i) => i.id)).toEqual([event.id]);
     expect(store.eventsAfter({ seq: 0 }, 10)?.map((e) => e.event.type)).toEqual(['mail.received']);
@@ -98,7 +134,7 @@ describe('commit and get', () => {
     const event = makeEvent();
     const rawPath = join(spoolDir, event.id);
     writeFileSync(rawPath, 'x');
-    const results = await Promise.all([store.commit(event, rawPath), store.commit(event, rawPath)]);
+    const results = await Promise.all([store.commit(event, { path: rawPath }), store.commit(event, { path: rawPath })]);
     expect(results.sort()).toEqual(['duplicate', 'inserted']);
     expect(store.list({}).items).toHaveLength(1);
   });
@@ -107,7 +143,7 @@ describe('commit and get', () => {
     const event = makeEvent({ id: '../../escape' });
     const rawPath = join(spoolDir, 'raw');
     writeFileSync(rawPath, 'x');
-    await expect(store.commit(event, rawPath)).rejects.toThrow('not a message id');
+    await expect(store.commit(event, { path: rawPath })).rejects.toThrow('not a message id');
     expect(readdirSync(join(dataDir, 'messages'))).toEqual([]);
     expect(existsSync(join(dir, 'escape'))).toBe(false);
   });
@@ -312,11 +348,11 @@ describe('delete', () => {
 
     expect(await store.delete(gone.id)).toBe(true);
     expect(store.get(gone.id)).toBeNull();
-    expect(store.rawPath(gone.id)).toBeNull();
+    expect(store.raw(gone.id)).toBeNull();
     expect(store.attachment(gone.id, 0)).toBeNull();
     expect(existsSync(join(dataDir, 'messages', gone.id))).toBe(false);
     expect(existsSync(join(dataDir, 'messages', `${gone.id}.eml`))).toBe(false);
-    expect(existsSync(store.rawPath(keep.id)!)).toBe(true);
+    expect(existsSync(store.raw(keep.id)!.path!)).toBe(true);
     expect(store.list({}).items.map((i) => i.id)).toEqual([keep.id]);
     expect(store.list({ rcpt: 'bob@example.net' }).items.map((i) => i.id)).toEqual([keep.id]);
     expect(store.get(keep.id)).toEqual(keep);
@@ -359,7 +395,7 @@ describe('invalid ids', () => {
   it('never reach the filesystem', async () => {
     for (const id of bad) {
       expect(store.get(id), id).toBeNull();
-      expect(store.rawPath(id), id).toBeNull();
+      expect(store.raw(id), id).toBeNull();
       expect(store.attachment(id, 0), id).toBeNull();
       expect(await store.delete(id), id).toBe(false);
       expect(() => store.attachmentsDir(id), id).toThrow('not a message id');
@@ -417,7 +453,7 @@ describe('lifecycle', () => {
     const other = new Database(join(dataDir, 'mailwire.db'), { readonly: true });
     try {
       expect(other.pragma('journal_mode', { simple: true })).toBe('wal');
-      expect(other.pragma('user_version', { simple: true })).toBe(1);
+      expect(other.pragma('user_version', { simple: true })).toBe(2);
     } finally {
       other.close();
     }

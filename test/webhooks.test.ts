@@ -277,7 +277,7 @@ describe('webhooks', () => {
     const raw = join(dir, 'raw.eml');
     writeFileSync(raw, 'Subject: crash\r\n\r\nbody\r\n');
     const event = makeEvent({ envelope: { rcptTo: ['user@example.test'] } });
-    expect(await store.commit(event, raw)).toBe('inserted');
+    expect(await store.commit(event, { path: raw })).toBe('inserted');
     store.close();
 
     const second = await app(config, dir);
@@ -531,8 +531,8 @@ describe('webhook catch-up from the event log', () => {
     const { store, raw } = tempStore();
     const a = makeEvent({ envelope: { rcptTo: ['A@x.test', 'b@y.test'] } });
     const b = makeEvent({ envelope: { rcptTo: ['c@z.test'] } });
-    expect(await store.commit(a, raw)).toBe('inserted');
-    expect(await store.commit(b, raw)).toBe('inserted');
+    expect(await store.commit(a, { path: raw })).toBe('inserted');
+    expect(await store.commit(b, { path: raw })).toBe('inserted');
     expect(await store.delete(a.id)).toBe(true);
     const heads = store.eventHeadsAfter(0, 10);
     // a's received entry is left out (its message is gone); its deletion follows, with a's recipients.
@@ -563,7 +563,7 @@ describe('webhook catch-up from the event log', () => {
 
     // While it is down: 300 messages (more than one round of 256), half for the webhook; two deleted.
     const events = Array.from({ length: 300 }, (_, i) => makeEvent({ envelope: { rcptTo: [i % 2 === 0 ? `u${i}@match.test` : `u${i}@other.test`] } }));
-    expect(new Set(await Promise.all(events.map((e) => store.commit(e, raw))))).toEqual(new Set(['inserted']));
+    expect(new Set(await Promise.all(events.map((e) => store.commit(e, { path: raw }))))).toEqual(new Set(['inserted']));
     const deletedMatching = events[10]!;
     const deletedOther = events[11]!;
     expect(await store.delete(deletedMatching.id)).toBe(true);

@@ -557,7 +557,7 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
     const event = makeEvent({ subject: `seam ${++n}`, text });
     const raw = join(dir, `${event.id}.eml`);
     writeFileSync(raw, 'Subject: x\r\n\r\nx\r\n');
-    expect(await store.commit(event, raw)).toBe('inserted');
+    expect(await store.commit(event, { path: raw })).toBe('inserted');
     return event;
   }
 

@@ -1,12 +1,12 @@
 /**
  * Applies eom header edits to a spooled raw message: the header block is read (bounded), edited,
- * and streamed out ahead of the untouched body. The caller writes the result to a new spool file
- * and commits it (fsync, rename over the old one) before the 250, so nothing answered is lost and
- * the stored raw message is the edited one.
+ * and streamed out ahead of the untouched body. The caller writes the result to a new spool entry
+ * and commits it (in place of the old one) before the 250, so nothing answered is lost and the
+ * stored raw message is the edited one.
  */
-import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import { rawStream, type RawSource } from '../util/raw-source.js';
 import { EditError, type HeaderOp } from './edits.js';
 import { rawFields } from './fields.js';
 
@@ -20,12 +20,12 @@ interface Field {
 }
 
 /** The edited message as a stream, or throws EditError when the header block is too big to edit. */
-export async function rewriteHeaders(rawPath: string, ops: readonly HeaderOp[]): Promise<Readable> {
-  const { block, bodyOffset } = await readHeaderBlock(rawPath);
+export async function rewriteHeaders(raw: RawSource, ops: readonly HeaderOp[]): Promise<Readable> {
+  const { block, bodyOffset } = splitHeaderBlock(await readHead(raw), MAX_HEADER_BLOCK + 4);
   const head = Buffer.from(editHeaderBlock(block, ops) + (bodyOffset === null ? '' : '\r\n'), 'utf8');
   async function* parts(): AsyncGenerator<Buffer> {
     yield head;
-    if (bodyOffset !== null) yield* createReadStream(rawPath, { start: bodyOffset }) as AsyncIterable<Buffer>;
+    if (bodyOffset !== null) yield* rawStream(raw, bodyOffset) as AsyncIterable<Buffer>;
   }
   return Readable.from(parts(), { objectMode: false });
 }
@@ -40,11 +40,13 @@ export function editHeaderBlock(block: string, ops: readonly HeaderOp[]): string
   return fields.map((f) => f.raw).join('');
 }
 
-/** The header block (each field with its CRLF) and where the body starts (after the blank line). */
-async function readHeaderBlock(rawPath: string): Promise<{ block: string; bodyOffset: number | null }> {
-  const fh = await open(rawPath, 'r');
+/** The first MAX_HEADER_BLOCK + 4 bytes of the message, or all of it when shorter. */
+async function readHead(raw: RawSource): Promise<Buffer> {
+  const limit = MAX_HEADER_BLOCK + 4;
+  if (raw.bytes) return raw.bytes.subarray(0, limit);
+  const fh = await open(raw.path, 'r');
   try {
-    const buf = Buffer.alloc(MAX_HEADER_BLOCK + 4);
+    const buf = Buffer.alloc(limit);
     let len = 0;
     for (;;) {
       const { bytesRead } = await fh.read(buf, len, buf.length - len, len);
@@ -52,19 +54,23 @@ async function readHeaderBlock(rawPath: string): Promise<{ block: string; bodyOf
       len += bytesRead;
       if (len === buf.length) break;
     }
-    const data = buf.subarray(0, len);
-    if (data.subarray(0, 2).toString('latin1') === '\r\n') return { block: '', bodyOffset: 2 };
-    const end = data.indexOf('\r\n\r\n');
-    if (end !== -1) return { block: data.subarray(0, end + 2).toString('utf8'), bodyOffset: end + 4 };
-    if (len < buf.length) {
-      // No blank line: the whole message is headers.
-      const text = data.toString('utf8');
-      return { block: text.endsWith('\r\n') ? text : `${text}\r\n`, bodyOffset: null };
-    }
-    throw new EditError(`the header block is larger than ${MAX_HEADER_BLOCK} bytes; headers cannot be edited`);
+    return buf.subarray(0, len);
   } finally {
     await fh.close();
   }
+}
+
+/** The header block (each field with its CRLF) and where the body starts (after the blank line). */
+function splitHeaderBlock(data: Buffer, limit: number): { block: string; bodyOffset: number | null } {
+  if (data.subarray(0, 2).toString('latin1') === '\r\n') return { block: '', bodyOffset: 2 };
+  const end = data.indexOf('\r\n\r\n');
+  if (end !== -1) return { block: data.subarray(0, end + 2).toString('utf8'), bodyOffset: end + 4 };
+  if (data.length < limit) {
+    // No blank line: the whole message is headers.
+    const text = data.toString('utf8');
+    return { block: text.endsWith('\r\n') ? text : `${text}\r\n`, bodyOffset: null };
+  }
+  throw new EditError(`the header block is larger than ${MAX_HEADER_BLOCK} bytes; headers cannot be edited`);
 }
 
 function splitFields(block: string): Field[] {

@@ -1,4 +1,5 @@
 /** /api/v1/messages: list, read, raw bytes, attachments, delete. */
+import { Readable } from 'node:stream';
 import { isMessageId } from '../events/id.js';
 import { StoreQueryError, type ListQuery } from '../store/types.js';
 import type { HttpDeps } from './deps.js';
@@ -52,8 +53,9 @@ export function getMessage(deps: HttpDeps): RouteHandler {
 export function getRawMessage(deps: HttpDeps): RouteHandler {
   return async (request, reply) => {
     const id = messageId(request);
-    const path = deps.store.rawPath(id);
-    const file = path === null ? null : await openRegularFile(path);
+    const raw = deps.store.raw(id);
+    // A small message's bytes come from its row; a larger one's from its file.
+    const file = raw === null ? null : raw.bytes ? { stream: Readable.from([raw.bytes]), size: raw.bytes.length } : await openRegularFile(raw.path);
     if (!file) throw notFound('message not found');
     // A download named after the id; fetch() from the viewer ignores the disposition.
     reply.header('content-disposition', attachmentDisposition(`${id}.eml`));
@@ -66,7 +68,7 @@ export function getAttachment(deps: HttpDeps): RouteHandler {
     const id = messageId(request);
     const indexText = pathParam(request, 'index');
     const found = INDEX_PATTERN.test(indexText) ? deps.store.attachment(id, Number(indexText)) : null;
-    if (!found) throw notFound(deps.store.rawPath(id) === null ? 'message not found' : 'attachment not found');
+    if (!found) throw notFound(deps.store.get(id) === null ? 'message not found' : 'attachment not found');
     const file = await openRegularFile(found.path);
     if (!file) {
       deps.logger.warn({ id, index: found.meta.index }, 'attachment in the event but its file is missing');

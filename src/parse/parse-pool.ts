@@ -43,14 +43,15 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../log/logger.js';
 import type { ParseLimits, ParsedMessage } from './types.js';
+import type { RawSource } from '../util/raw-source.js';
 import type { ParseJobMessage, ParseReplyMessage, WorkerToPoolMessage } from './worker.js';
 
 export interface ParsePool {
   /**
-   * Parses the spooled message at rawPath in a worker; same contract as parseMessageFile.
-   * `bytes`: the file's content when in memory already (copied to the worker, not read back).
+   * Parses a spooled message in a worker; same contract as parseMessageFile. Bytes in memory
+   * are copied to the worker; a file is read there.
    */
-  parse(rawPath: string, attachmentsDir: string, limits: ParseLimits, bytes?: Buffer | null): Promise<ParsedMessage>;
+  parse(raw: RawSource, attachmentsDir: string, limits: ParseLimits): Promise<ParsedMessage>;
   /** Stops accepting jobs, rejects queued and running ones, and resolves once every worker has exited. */
   close(): Promise<void>;
 }
@@ -83,7 +84,7 @@ const BOOT_RETRY_MAX_MS = 30_000;
 
 interface Job {
   id: number;
-  rawPath: string;
+  rawPath: string | null;
   attachmentsDir: string;
   limits: ParseLimits;
   bytes: Buffer | null;
@@ -255,10 +256,10 @@ export function createParsePool(options: ParsePoolOptions): ParsePool {
   }
 
   return {
-    parse(rawPath, attachmentsDir, limits, bytes = null) {
+    parse(raw, attachmentsDir, limits) {
       if (closed) return Promise.reject(new Error('parse pool is closed'));
       return new Promise<ParsedMessage>((resolve, reject) => {
-        queue.push({ id: nextJobId++, rawPath, attachmentsDir, limits, bytes, resolve, reject });
+        queue.push({ id: nextJobId++, rawPath: raw.path ?? null, attachmentsDir, limits, bytes: raw.bytes ?? null, resolve, reject });
         dispatch();
       });
     },

@@ -72,7 +72,7 @@ const PARSER_OPTIONS: MailParserOptions & SplitterOptions = {
 };
 
 /**
- * Parses the spooled message at rawPath. Limits, and the threat each stops:
+ * Parses a spooled message: `bytes` when it is in memory, else the file at rawPath. Limits, and the threat each stops:
  * - maxAttachments: files and disk space one message can create (a tiny message can declare thousands
  *   of empty parts). The rest are drained and counted in parseError.
  * - maxTextBytes / maxHtmlBytes: the size of the event, its JSON and its store row; the body is cut on
@@ -82,9 +82,9 @@ const PARSER_OPTIONS: MailParserOptions & SplitterOptions = {
  * - timeoutMs: the whole parse, so a message built to be slow cannot hold the SMTP reply; on the
  *   deadline the streams are destroyed and what was collected is returned.
  */
-/** `bytes`: the file's content when the caller has it in memory (the spool's copy of a small message). */
-export async function parseMessageFile(rawPath: string, attachmentsDir: string, limits: ParseLimits, bytes: Uint8Array | null = null): Promise<ParsedMessage> {
-  const input = bytes ? Readable.from([Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)], { objectMode: false }) : createReadStream(rawPath);
+export async function parseMessageFile(rawPath: string | null, attachmentsDir: string, limits: ParseLimits, bytes: Uint8Array | null = null): Promise<ParsedMessage> {
+  if (bytes === null && rawPath === null) throw new Error('parseMessageFile: neither bytes nor a file');
+  const input = bytes ? Readable.from([Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)], { objectMode: false }) : createReadStream(rawPath!);
   const empty = () => (bytes ? bytes.byteLength === 0 : (input as ReturnType<typeof createReadStream>).bytesRead === 0);
   const parser = new MailParser(PARSER_OPTIONS);
   const abort = new AbortController();

@@ -4,7 +4,7 @@
  * part: about a second for 19 MB) blocks this thread, never the SMTP and HTTP event loop.
  *
  * Protocol, on the worker's parentPort:
- *   → { jobId, rawPath, attachmentsDir, limits, bytes }   bytes: the file's content, or null to read it
+ *   → { jobId, rawPath, attachmentsDir, limits, bytes }   bytes: the message, or null to read rawPath
  *   ← { ready: true }                                   once, when this module has loaded
  *   ← { jobId, ok: true, result }                       parseMessageFile resolved (parseError may be set)
  *   ← { jobId, ok: false, error: { message, code } }    parseMessageFile rejected: broken infrastructure
@@ -16,10 +16,11 @@ import type { ParseLimits, ParsedMessage } from './types.js';
 
 export interface ParseJobMessage {
   jobId: number;
-  rawPath: string;
+  /** The message's file, or null when bytes holds the message. */
+  rawPath: string | null;
   attachmentsDir: string;
   limits: ParseLimits;
-  /** The file's content when the pool had it in memory (arrives as a Uint8Array), else null. */
+  /** The message when it is in memory (arrives as a Uint8Array), else null. */
   bytes: Uint8Array | null;
 }
 

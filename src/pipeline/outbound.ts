@@ -12,7 +12,7 @@
  *   421, or upstream unreachable                          ─▶ 451 4.4.1 (a 421 would close our session)
  *   anything else                                         ─▶ 451 4.3.0
  */
-import { readFile } from 'node:fs/promises';
+import { readRaw } from '../util/raw-source.js';
 import type { Logger } from '../log/logger.js';
 import type { Relay } from '../relay/relay.js';
 import type { ResponseEntry } from '../relay/types.js';
@@ -51,7 +51,7 @@ export function createOutboundRelay(deps: OutboundRelayDeps): OutboundRelay {
       const route = deps.routing().route(rcpt, sender);
       // The mailers take the bytes synchronously (OutboundMessage.raw); the size is bounded by
       // smtp.limits.max_message_size, enforced while spooling. Our Received: header is included.
-      const raw = await readFile(msg.rawPath);
+      const raw = await readRaw(msg.raw);
       const result = await deps.relay.deliver({ sender, rcpt, route, message: { queueid: msg.id, raw: () => raw, json: null } });
       const reply = smtpReply(result);
       logger.info(

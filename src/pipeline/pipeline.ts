@@ -1,8 +1,8 @@
 /**
  * What happens to a message once it is durable in the spool:
- *   spam score and parse (concurrently, both reading the spool file)
+ *   spam score and parse (concurrently, both reading the spooled bytes)
  *   ─▶ decision (accept, or reject when spamd says spam and the action is reject)
- *   ─▶ eom hooks (their verdict, and their edits: headers rewritten into a new spool file that is
+ *   ─▶ eom hooks (their verdict, and their edits: headers rewritten into a new spool entry that is
  *      committed before the reply, envelope changes, tags)
  *   ─▶ after the 250: commit to the store, publish on the bus, release the spool entry.
  * Also replays whatever a previous run left in the spool (at-least-once, idempotent by id).
@@ -20,9 +20,10 @@ import { CONTINUE, type HookSession, type PhaseResult } from '../hooks/runner.js
 import type { Logger } from '../log/logger.js';
 import type { ParsedMessage, ParseLimits } from '../parse/types.js';
 import type { MessageOutcome } from '../smtp/listener.js';
-import { memoryCopy, type Spool, type SpooledMessage } from '../spool/spool.js';
+import type { Spool, SpooledMessage } from '../spool/spool.js';
 import type { MessageStore } from '../store/types.js';
 import type { Metrics } from '../metrics/metrics.js';
+import type { RawSource } from '../util/raw-source.js';
 
 export interface PipelineDeps {
   config: Config;
@@ -30,9 +31,8 @@ export interface PipelineDeps {
   spool: Spool;
   store: MessageStore;
   bus: EventBus;
-  score(rawPath: string): Promise<SpamResult>;
-  /** `bytes`: the message's content when the spool holds it in memory (small messages). */
-  parse(rawPath: string, attachmentsDir: string, limits: ParseLimits, bytes?: Buffer | null): Promise<ParsedMessage>;
+  score(raw: RawSource): Promise<SpamResult>;
+  parse(raw: RawSource, attachmentsDir: string, limits: ParseLimits): Promise<ParsedMessage>;
   metrics: Metrics;
 }
 
@@ -62,7 +62,7 @@ export class Pipeline {
   /**
    * The eom phase: hooks see the spam result and the parsed event (a copy: their changes go
    * through the edit methods only). Edits are applied after every hook answered, and made
-   * durable (new spool file, fsync, rename) before the reply: nothing answered 250 is lost, and
+   * durable (a new spool entry) before the reply: nothing answered 250 is lost, and
    * the stored raw message and event are the edited ones.
    */
   async #endOfMessage(msg: SpooledMessage, event: MailEvent, hooks: HookSession, started: number): Promise<MessageOutcome> {
@@ -106,7 +106,7 @@ export class Pipeline {
     const envelope = { ...msg.envelope, mailFrom: edits.sender ?? msg.envelope.mailFrom, rcptTo };
     // The size limit was enforced on the client's data; the edits themselves are bounded (edits.ts).
     const writer = spool.writer(msg.id, { maxSize: Number.MAX_SAFE_INTEGER, bareNewline: 'normalize' });
-    await pump(await rewriteHeaders(msg.rawPath, edits.headers), writer);
+    await pump(await rewriteHeaders(msg.raw, edits.headers), writer);
     const outcome = writer.outcome();
     if (outcome.kind !== 'ok') throw new Error(`rewriting the message failed: ${outcome.kind}`);
     // Not answered yet (the reply waits for this outcome): replacing the entry may drop it on a crash.
@@ -114,13 +114,13 @@ export class Pipeline {
     if (!edits.changesRaw) return { msg: stored, event: { ...event, envelope } };
     // Parsed again so that every field (subject, from, headers, ...) agrees with the stored bytes.
     await rm(store.attachmentsDir(msg.id), { recursive: true, force: true });
-    const parsed = await this.deps.parse(stored.rawPath, store.attachmentsDir(msg.id), this.#limits());
+    const parsed = await this.deps.parse(stored.raw, store.attachmentsDir(msg.id), this.#limits());
     return { msg: stored, event: buildMailEvent(stored, parsed, event.spam, event.hooks, event.tags) };
   }
 
   /** Stores the event, publishes it, then releases the spool entry (in that order: see DESIGN.md). */
   async commit(event: MailEvent, msg: SpooledMessage, started = performance.now()): Promise<void> {
-    const result = await this.deps.store.commit(event, msg.rawPath);
+    const result = await this.deps.store.commit(event, msg.raw);
     if (result === 'inserted') this.deps.bus.publish(event);
     await this.deps.spool.release(msg);
     this.#logOutcome(event, result === 'inserted' ? 'accepted' : 'duplicate', started);
@@ -162,8 +162,8 @@ export class Pipeline {
   async #analyse(msg: SpooledMessage): Promise<MailEvent> {
     const { store } = this.deps;
     const [spam, parsed] = await Promise.all([
-      this.deps.score(msg.rawPath),
-      this.deps.parse(msg.rawPath, store.attachmentsDir(msg.id), this.#limits(), memoryCopy(msg)),
+      this.deps.score(msg.raw),
+      this.deps.parse(msg.raw, store.attachmentsDir(msg.id), this.#limits()),
     ]);
     return buildMailEvent(msg, parsed, spam);
   }

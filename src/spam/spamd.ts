@@ -21,6 +21,7 @@ import { Readable } from 'node:stream';
 import type { SpamResult } from '../events/types.js';
 import { failed, parseSpamdReply } from './report.js';
 import type { SpamdOptions } from './types.js';
+import type { RawSource } from '../util/raw-source.js';
 
 /** A REPORT reply is a few KiB (template, content preview, one line per rule). spamd is trusted-ish,
  *  but a wrong host or port could be any service streaming anything: 1 MiB leaves room for a large
@@ -41,7 +42,12 @@ export async function scoreFile(path: string, opts: SpamdOptions, signal?: Abort
   return score(size, () => (size === 0 ? Readable.from([]) : createReadStream(path, { end: size - 1 })), opts, signal);
 }
 
-/** Scores a message already in memory (tests and small callers). */
+/** Scores a spooled or stored message, wherever its bytes are. */
+export function scoreRaw(raw: RawSource, opts: SpamdOptions, signal?: AbortSignal): Promise<SpamResult> {
+  return raw.bytes ? scoreBuffer(raw.bytes, opts, signal) : scoreFile(raw.path, opts, signal);
+}
+
+/** Scores a message already in memory (a small message, tests). */
 export async function scoreBuffer(buf: Buffer, opts: SpamdOptions, signal?: AbortSignal): Promise<SpamResult> {
   return score(buf.length, () => Readable.from([buf]), opts, signal);
 }

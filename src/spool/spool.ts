@@ -1,35 +1,41 @@
 /**
  * The durable spool: nothing is answered 250 before its bytes are on disk.
  *
- *   DATA ─▶ tmp/<id>.eml (size + sha256 while streaming) ─▶ fdatasync ─▶ rename into incoming/
- *        ─▶ fsync(incoming/) and the envelope record appended to journal/ and fdatasynced,
- *           both shared with every message committed at the same time ─▶ the caller may answer
+ *   DATA ─▶ memory, up to 64 KiB (size + sha256 while streaming)
+ *        └▶ beyond that: tmp/<id>.eml ─▶ fdatasync ─▶ rename into incoming/ ─▶ fsync(incoming/)
+ *        ─▶ the message's record appended to journal/ and fdatasynced, shared with every message
+ *           committed at the same time ─▶ the caller may answer
  *
- * An entry counts while its file is in incoming/ and its record is in the journal (journal.ts):
- * releasing a message is one unlink. Recovery on start processes every such entry again and
- * removes orphans. Events are idempotent by id. An entry rewritten before the reply (eom hook
- * edits) is replaced with replace(): the old file goes first, the new bytes get a new name.
+ * A message of up to 64 KiB (INLINE_MAX: most mail) travels in its journal record (journal.ts),
+ * so the way to its 250 holds no per-message file operation at all. On ext4 a file create,
+ * rename, link or unlink each waits for the file system's own journal, which the constant
+ * fsyncs of a busy server keep committing; with one file per message those waits, not the
+ * work, set the rate. A larger message is a file, as DESIGN.md describes, and its record
+ * counts while the file is in incoming/.
  *
- * Cost per message on the way to the 250, which the client waits for and which occupies
- * libuv's threadpool: a typical message is one write; fdatasync, not fsync (it skips
- * timestamps, which nothing here reads, but still covers the file size); and the directory
- * fsync and the journal's write and fdatasync are shared by every message committed while the
- * previous ones ran (CoalescedSync, GroupCommit).
+ * Releasing a message is a tombstone in the journal, or the unlink of its file. Recovery on
+ * start processes every live entry again and removes orphans. Events are idempotent by id. An
+ * entry rewritten before the reply (eom hook edits) is replaced with replace(): the old entry
+ * goes first, the new bytes get a new name.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { Envelope } from '../events/types.js';
 import { isMessageId } from '../events/id.js';
 import { DirectorySync, ignoreMissing, writeAll } from '../util/fs.js';
+import type { RawSource } from '../util/raw-source.js';
 import { CoalescedSync } from './coalesced-sync.js';
 import { parseSpoolFileName, spoolFileName, SpoolJournal, type JournalOptions, type JournalRecord } from './journal.js';
 import { LineEndingScanner } from './line-endings.js';
 
 export interface SpooledMessage {
   id: string;
-  rawPath: string;
+  /** The entry's name (spoolFileName): its file in incoming/ for a file, its journal key otherwise. */
+  file: string;
+  /** Where the bytes are: in memory (and the journal) for a small message, else the file in incoming/. */
+  raw: RawSource;
   receivedAt: string;
   envelope: Envelope;
   size: number;
@@ -56,31 +62,24 @@ export type SpoolWriteOutcome =
   | { kind: 'bare-newline' };
 
 /**
- * Data is written to the file in batches of at least this much (or at the end): a typical
- * message, trace header included, is one write syscall. Bounds the memory held per session.
+ * A message of up to this size (trace header included) is kept in memory and goes into its
+ * journal record, with no file of its own; it stays in memory until it is processed. The 5 KB
+ * of a typical message is far below; 64 KiB per session bounds what DATA holds in memory
+ * (connections are limited), and keeps one record, base64 in a JSON line, at about 87 KiB.
+ */
+export const INLINE_MAX = 64 * 1024;
+
+/**
+ * Past INLINE_MAX, data is written to the file in batches of at least this much (or at the
+ * end). Bounds the memory held per session.
  */
 const WRITE_BATCH_BYTES = 64 * 1024;
 
 /**
- * A message up to this size is also kept in memory until it is processed, so the parser need
- * not open and read back the file just written (a typical message; in the inbound bench those
- * reads were a tenth of the parse workers' time). The file stays the durable copy. Costs at
- * most 64 KiB more per session while DATA streams, and per message until it is processed.
- */
-const MEMORY_COPY_MAX = 64 * 1024;
-
-/** The in-memory copy of a committed message's bytes (see MEMORY_COPY_MAX); never serialised. */
-const memoryCopies = new WeakMap<SpooledMessage, Buffer>();
-
-/** The message's bytes when the spool still holds them in memory (small messages), else null. */
-export function memoryCopy(msg: SpooledMessage): Buffer | null {
-  return memoryCopies.get(msg) ?? null;
-}
-
-/**
- * Streams message data into a temp file, hashing and counting in the same pass. Once the size
- * limit is passed it stops writing (the disk never holds more than maxSize) but keeps
- * consuming, so the SMTP layer can read up to the terminator and reply.
+ * Receives message data, hashing and counting in the same pass: in memory while the message
+ * fits INLINE_MAX, then into a temp file. Once the size limit is passed it stops keeping data
+ * (the disk never holds more than maxSize) but keeps consuming, so the SMTP layer can read up
+ * to the terminator and reply.
  */
 export class SpoolWriter extends Writable {
   #fh: FileHandle | null = null;
@@ -89,11 +88,11 @@ export class SpoolWriter extends Writable {
   #clientBytes = 0;
   #scanner = new LineEndingScanner();
   #tooBig = false;
-  /** Hashed and counted, not yet written (see WRITE_BATCH_BYTES). */
+  /** Hashed and counted, not yet written: everything while the message fits INLINE_MAX. */
   #pending: Buffer[] = [];
   #pendingBytes = 0;
-  /** Everything appended while the message is at most MEMORY_COPY_MAX bytes; null beyond. */
-  #copy: Buffer[] | null = [];
+  /** At the end of a message that fit INLINE_MAX: all of it, and there is no file. */
+  #inline: Buffer | null = null;
   /** The file's fdatasync, started at the end of the data; Spool.commit() waits for it. */
   #synced: Promise<void> | null = null;
 
@@ -107,14 +106,8 @@ export class SpoolWriter extends Writable {
   }
 
   override _construct(callback: (err?: Error | null) => void): void {
-    open(this.tmpPath, 'wx', 0o600).then(
-      (fh) => {
-        this.#fh = fh;
-        if (this.options.prefix?.length) this.#append(this.options.prefix);
-        callback();
-      },
-      (err: Error) => callback(err),
-    );
+    if (this.options.prefix?.length) this.#append(this.options.prefix);
+    callback();
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
@@ -126,7 +119,8 @@ export class SpoolWriter extends Writable {
     const data = this.#scanner.scan(chunk, this.options.bareNewline === 'normalize');
     if (this.#scanner.bare && this.options.bareNewline === 'reject') return callback();
     this.#append(data);
-    if (this.#pendingBytes < WRITE_BATCH_BYTES) return callback();
+    // The file exists only once the message is too big to stay in memory.
+    if (this.#size <= INLINE_MAX || this.#pendingBytes < WRITE_BATCH_BYTES) return callback();
     this.#flush().then(() => callback(), callback);
   }
 
@@ -134,6 +128,13 @@ export class SpoolWriter extends Writable {
     const tail = this.#scanner.end(this.options.bareNewline === 'normalize');
     if (this.#rejected()) return callback();
     this.#append(tail);
+    if (this.#size <= INLINE_MAX) {
+      // Durable with its journal record (Spool.commit).
+      this.#inline = Buffer.concat(this.#pending, this.#pendingBytes);
+      this.#pending = [];
+      this.#synced = Promise.resolve();
+      return callback();
+    }
     this.#flush().then(() => {
       // The sync starts now but is not awaited here: Spool.commit() writes the envelope record
       // meanwhile and waits for both before the renames, so no 250 comes before it.
@@ -144,7 +145,7 @@ export class SpoolWriter extends Writable {
     }, callback);
   }
 
-  /** Resolves once the data is on disk (after 'finish', for an 'ok' outcome). */
+  /** Resolves once a file's data is on disk (after 'finish', for an 'ok' outcome). */
   synced(): Promise<void> {
     return this.#synced ?? Promise.reject(new Error(`spool file ${this.id} was not completed`));
   }
@@ -170,22 +171,21 @@ export class SpoolWriter extends Writable {
     if (data.length === 0) return;
     this.#hash.update(data);
     this.#size += data.length;
-    if (this.#copy && this.#size <= MEMORY_COPY_MAX) this.#copy.push(data);
-    else this.#copy = null;
     this.#pending.push(data);
     this.#pendingBytes += data.length;
   }
 
   async #flush(): Promise<void> {
+    this.#fh ??= await open(this.tmpPath, 'wx', 0o600);
     const buffers = this.#pending;
     this.#pending = [];
     this.#pendingBytes = 0;
     await writeAll(this.#fh!, buffers);
   }
 
-  /** After 'finish': the bytes of the file when small enough to be kept (MEMORY_COPY_MAX), else null. */
-  memoryCopy(): Buffer | null {
-    return this.#copy && !this.#rejected() ? Buffer.concat(this.#copy) : null;
+  /** After 'finish': the whole message when it fit INLINE_MAX (it then has no file), else null. */
+  inlineBytes(): Buffer | null {
+    return this.#rejected() ? null : this.#inline;
   }
 
   /** After 'finish': what was received (an 'ok' file is on disk once synced() resolves). */
@@ -242,42 +242,52 @@ export class Spool {
     receivedAt: string,
     extra: Pick<SpooledMessage, 'relay'> = {},
   ): Promise<SpooledMessage> {
-    const msg: SpooledMessage = { id: writer.id, rawPath: join(this.incomingDir, spoolFileName(writer.id, 0)), receivedAt, envelope, size, sha256, ...(extra.relay ? { relay: extra.relay } : {}) };
-    return this.#commit(writer, msg);
+    return this.#commit(writer, 0, { id: writer.id, receivedAt, envelope, size, sha256, ...(extra.relay ? { relay: extra.relay } : {}) });
   }
 
   /**
    * Replaces a committed entry with a rewritten one of the same id (eom hook edits). Only for a
-   * message not yet answered: the old file goes first, durably, then the new one is committed
+   * message not yet answered: the old entry goes first, durably, then the new one is committed
    * under a new name. A crash in between leaves no entry (the client, never answered, sends
    * again), and never the edited bytes under the old envelope record: recovery would store
    * those for recipients a hook removed, with a wrong size and sha256.
    */
   async replace(old: SpooledMessage, writer: SpoolWriter, size: number, sha256: string, envelope: Envelope): Promise<SpooledMessage> {
     if (writer.id !== old.id) throw new Error(`replace: ${writer.id} is not ${old.id}`);
-    const generation = (parseSpoolFileName(basename(old.rawPath))?.generation ?? 0) + 1;
+    const generation = (parseSpoolFileName(old.file)?.generation ?? 0) + 1;
     await writer.synced();
-    await this.release(old);
-    await this.#incomingSync.sync();
-    const msg: SpooledMessage = { id: old.id, rawPath: join(this.incomingDir, spoolFileName(old.id, generation)), receivedAt: old.receivedAt, envelope, size, sha256 };
-    return this.#commit(writer, msg);
+    if (old.raw.bytes) {
+      await this.#journal.release(old.id, old.file);
+    } else {
+      await this.release(old);
+      await this.#incomingSync.sync();
+    }
+    return this.#commit(writer, generation, { id: old.id, receivedAt: old.receivedAt, envelope, size, sha256 });
   }
 
-  async #commit(writer: SpoolWriter, msg: SpooledMessage): Promise<SpooledMessage> {
+  async #commit(writer: SpoolWriter, generation: number, fields: Omit<SpooledMessage, 'file' | 'raw'>): Promise<SpooledMessage> {
+    const file = spoolFileName(writer.id, generation);
+    const bytes = writer.inlineBytes();
+    if (bytes) {
+      // One record holds the bytes and the envelope: durable together, in one shared sync.
+      const msg: SpooledMessage = { ...fields, file, raw: { bytes } };
+      await this.#journal.append(journalRecord(msg));
+      return msg;
+    }
     // The bytes durable (their sync runs since the end of DATA), then under their name in
     // incoming/, and that name durable together with the envelope record in the journal. The
     // two may finish in any order: a record whose file is not in incoming/ does not count.
+    const path = join(this.incomingDir, file);
+    const msg: SpooledMessage = { ...fields, file, raw: { path } };
     await writer.synced();
-    await rename(writer.tmpPath, msg.rawPath);
+    await rename(writer.tmpPath, path);
     try {
       await settleBoth(this.#incomingSync.sync(), this.#journal.append(journalRecord(msg)));
     } catch (err) {
       // Not answered: the caller refuses the message. Without its file the entry never counts.
-      await unlink(msg.rawPath).catch(() => {});
+      await unlink(path).catch(() => {});
       throw err;
     }
-    const copy = writer.memoryCopy();
-    if (copy) memoryCopies.set(msg, copy);
     return msg;
   }
 
@@ -287,10 +297,15 @@ export class Spool {
   }
 
   /** Removes a spooled message: after the store committed it, or after a 4xx/5xx at end of data. */
-  async release(msg: Pick<SpooledMessage, 'rawPath'>): Promise<void> {
+  async release(msg: Pick<SpooledMessage, 'id' | 'file' | 'raw'>): Promise<void> {
+    if (msg.raw.bytes) {
+      // The tombstone is not waited for (see journal.ts): at worst recovery processes it again.
+      this.#journal.release(msg.id, msg.file).catch(() => {});
+      return;
+    }
     // Once its file is gone, the entry's journal record no longer counts.
-    await unlink(msg.rawPath).catch(ignoreMissing);
-    this.#journal.forget(basename(msg.rawPath));
+    await unlink(msg.raw.path).catch(ignoreMissing);
+    this.#journal.forget(msg.file);
   }
 
   /**
@@ -303,17 +318,20 @@ export class Spool {
     const present = new Set(names);
     const byId = new Map<string, SpooledMessage>();
     for (const record of await this.#journal.readPrevious()) {
-      if (!present.has(record.file)) continue; // released, or never answered
-      const { file, ...msg } = record;
-      byId.set(record.id, { ...(msg as unknown as SpooledMessage), rawPath: join(this.incomingDir, file) });
+      if (record.released) {
+        if (byId.get(record.id)?.file === record.file) byId.delete(record.id);
+        continue;
+      }
+      const msg = this.#fromRecord(record, present);
+      if (msg) byId.set(record.id, msg);
     }
     // Entries of versions before the journal: <id>.eml with its envelope in <id>.json.
     for (const name of names) {
       const id = name.endsWith('.json') ? name.slice(0, -5) : '';
       if (!isMessageId(id) || !present.has(`${id}.eml`) || byId.has(id)) continue;
       try {
-        const msg = JSON.parse(await readFile(join(this.incomingDir, name), 'utf8')) as SpooledMessage;
-        byId.set(id, { ...msg, id, rawPath: join(this.incomingDir, `${id}.eml`) });
+        const { rawPath: _rawPath, ...msg } = JSON.parse(await readFile(join(this.incomingDir, name), 'utf8')) as SpooledMessage & { rawPath?: string };
+        byId.set(id, { ...msg, id, file: `${id}.eml`, raw: { path: join(this.incomingDir, `${id}.eml`) } });
       } catch {
         // A torn .json cannot happen (it was synced before its rename); skip defensively.
       }
@@ -321,7 +339,7 @@ export class Spool {
     const out = [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     await Promise.all(out.map((msg) => this.#journal.append(journalRecord(msg))));
     await this.#journal.dropPrevious();
-    const live = new Set(out.map((m) => basename(m.rawPath)));
+    const live = new Set(out.filter((m) => m.raw.path).map((m) => m.file));
     // Now that the live records are in this run's journal: everything else in incoming/ goes
     // (files without a record, and the .json files of older versions).
     for (const name of names) {
@@ -329,12 +347,23 @@ export class Spool {
     }
     return out;
   }
+
+  /** A live message from a previous run's record, or null (released, never answered, or damaged). */
+  #fromRecord(record: JournalRecord, present: ReadonlySet<string>): SpooledMessage | null {
+    const { file, data, released: _released, ...fields } = record;
+    const msg = fields as unknown as Omit<SpooledMessage, 'file' | 'raw'>;
+    if (data === undefined) return present.has(file) ? { ...msg, file, raw: { path: join(this.incomingDir, file) } } : null;
+    const bytes = Buffer.from(data, 'base64');
+    // The line parsed, so it is whole; the check guards against anything else having changed it.
+    if (bytes.length !== msg.size || createHash('sha256').update(bytes).digest('hex') !== msg.sha256) return null;
+    return { ...msg, file, raw: { bytes } };
+  }
 }
 
-/** The journal record of a spooled message: where its bytes are is the file name alone. */
+/** The journal record of a spooled message: its bytes when it has no file. */
 function journalRecord(msg: SpooledMessage): JournalRecord {
-  const { rawPath, ...rest } = msg;
-  return { ...rest, file: basename(rawPath) };
+  const { raw, ...rest } = msg;
+  return raw.bytes ? { ...rest, data: raw.bytes.toString('base64') } : rest;
 }
 
 /**

@@ -53,6 +53,13 @@ const MIGRATIONS: readonly string[] = [
   -- message that was deleted before spool recovery committed it again.
   CREATE UNIQUE INDEX events_received ON events (id) WHERE type = 'mail.received';
   `,
+  // 2: the raw bytes of a message of up to 64 KiB (the spool's INLINE_MAX), in its row: made
+  // durable by the WAL fsync its row needs anyway, with no file, link or directory sync of its
+  // own. NULL for a larger message (and for every message stored before): its bytes are
+  // messages/<id>.eml. Last column, so the summaries and the event never read it.
+  `
+  ALTER TABLE messages ADD COLUMN raw BLOB;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

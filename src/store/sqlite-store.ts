@@ -2,14 +2,18 @@
  * The embedded MessageStore: SQLite (better-sqlite3) for events and the index, plain files for
  * raw messages and attachments. The only module that imports better-sqlite3.
  *
- *   <dataDir>/mailwire.db                          events, summaries, recipient index, event log
- *   <dataDir>/messages/<id>.eml                    the raw bytes, as received (a hard link to the spool file)
+ *   <dataDir>/mailwire.db                          events, summaries, recipient index, event log,
+ *                                                  and the raw bytes of a message of up to 64 KiB
+ *   <dataDir>/messages/<id>.eml                    the raw bytes of a larger message (a hard link to the spool file)
  *   <dataDir>/messages/<id>/attachments/<index>    written by the parser before commit
  *
  * The raw file sits directly in messages/, not in a directory of its own: a message without
  * attachments then adds one entry to one shared directory, and the fsync of that directory
  * is shared by every message of a commit batch (see GroupCommit). Stores written before this
- * layout kept the raw file at messages/<id>/message.eml; rawPath() still finds those.
+ * layout kept the raw file at messages/<id>/message.eml; raw() still finds those.
+ *
+ * A small message's bytes go into its row: the WAL fsync of its batch covers them, so it costs
+ * no file create, link or directory sync (each of which waits for the file system's journal).
  *
  * Every path is built from an id that passed isMessageId() first (26 Crockford base32
  * characters, so no "/", "." or NUL can reach the filesystem), never from a raw request string.
@@ -22,6 +26,7 @@ import { isMessageId } from '../events/id.js';
 import type { AddressInfo, AttachmentMeta, MailDeletedEvent, MailEvent, SpamStatus } from '../events/types.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import { DirectorySync } from '../util/fs.js';
+import type { RawSource } from '../util/raw-source.js';
 import { fsyncIfExists, linkOrCopy } from './files.js';
 import { GroupCommit, type ItemOutcome } from '../util/group-commit.js';
 import { migrate, SCHEMA_VERSION } from './schema.js';
@@ -104,6 +109,13 @@ interface InsertParams {
   attachment_count: number;
   message_id: string | null;
   event_json: string;
+  raw: Buffer | null;
+}
+
+/** What a commit batch holds per message: the event, and the raw bytes when they go into the row. */
+interface CommitItem {
+  event: MailEvent;
+  raw: Buffer | null;
 }
 
 interface LogRow {
@@ -125,7 +137,7 @@ function formatAddresses(list: readonly AddressInfo[]): string {
   return list.map((a) => (a.name ? `${a.name} <${a.address}>` : a.address)).join(', ');
 }
 
-function insertParams(event: MailEvent): InsertParams {
+function insertParams(event: MailEvent, raw: Buffer | null): InsertParams {
   const fromText = formatAddresses(event.from);
   const toText = formatAddresses([...event.to, ...event.cc]);
   // Lower-cased in JavaScript, not with SQL lower() or LIKE, which fold ASCII only: a search
@@ -150,6 +162,7 @@ function insertParams(event: MailEvent): InsertParams {
     attachment_count: event.attachments.length,
     message_id: event.messageId,
     event_json: JSON.stringify(event),
+    raw,
   };
 }
 
@@ -184,6 +197,7 @@ class SqliteStore implements SqliteMessageStore {
   readonly #selectEvent: Database.Statement<[string], { event_json: string }>;
   readonly #selectAttachments: Database.Statement<[string], { attachments: string | null }>;
   readonly #selectLive: Database.Statement<[string], { seq: number }>;
+  readonly #selectRaw: Database.Statement<[string], { raw: Buffer | null }>;
   readonly #selectReceived: Database.Statement<[string], { seq: number }>;
   readonly #insertMessage: Database.Statement<InsertParams>;
   readonly #insertRcpt: Database.Statement<[string, number, string]>;
@@ -195,11 +209,11 @@ class SqliteStore implements SqliteMessageStore {
   readonly #selectRcpts: Database.Statement<[string], { rcpt_json: string }>;
   readonly #selectLastSeq: Database.Statement<[], { seq: number }>;
   readonly #ping: Database.Statement<[], { ok: number }>;
-  readonly #insertTx: (event: MailEvent) => CommitResult;
-  readonly #insertBatchTx: (events: readonly MailEvent[]) => CommitResult[];
+  readonly #insertTx: (item: CommitItem) => CommitResult;
+  readonly #insertBatchTx: (items: readonly CommitItem[]) => CommitResult[];
   readonly #deleteTx: (id: string, at: string) => boolean;
   /** Commits arriving together share one directory fsync and one SQLite transaction (one WAL fsync). */
-  readonly #batches = new GroupCommit<MailEvent, CommitResult>((events) => this.#commitBatch(events), {
+  readonly #batches = new GroupCommit<CommitItem, CommitResult>((items) => this.#commitBatch(items), {
     maxBatch: COMMIT_MAX_BATCH,
     lingerMs: COMMIT_LINGER_MS,
     lingerFrom: COMMIT_LINGER_FROM,
@@ -241,12 +255,13 @@ class SqliteStore implements SqliteMessageStore {
       "SELECT json_extract(event_json, '$.attachments') AS attachments FROM messages WHERE id = ?",
     );
     this.#selectLive = db.prepare('SELECT seq FROM messages WHERE id = ?');
+    this.#selectRaw = db.prepare('SELECT raw FROM messages WHERE id = ?');
     this.#selectReceived = db.prepare("SELECT seq FROM events WHERE type = 'mail.received' AND id = ?");
     this.#insertMessage = db.prepare(
       `INSERT INTO messages (id, received_at, mail_from, rcpt_json, subject, from_json, from_text, to_text,
-         search_text, size, spam_status, spam_score, attachment_count, message_id, event_json)
+         search_text, size, spam_status, spam_score, attachment_count, message_id, event_json, raw)
        VALUES (@id, @received_at, @mail_from, @rcpt_json, @subject, @from_json, @from_text, @to_text,
-         @search_text, @size, @spam_status, @spam_score, @attachment_count, @message_id, @event_json)`,
+         @search_text, @size, @spam_status, @spam_score, @attachment_count, @message_id, @event_json, @raw)`,
     );
     this.#insertRcpt = db.prepare('INSERT OR IGNORE INTO message_rcpt (rcpt, seq, id) VALUES (?, ?, ?)');
     this.#insertLog = db.prepare('INSERT INTO events (type, id, at, json) VALUES (?, ?, ?, ?)');
@@ -275,11 +290,11 @@ class SqliteStore implements SqliteMessageStore {
     this.#selectLastSeq = db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM events');
     this.#ping = db.prepare('SELECT 1 AS ok');
 
-    const insertOne = (event: MailEvent): CommitResult => {
+    const insertOne = ({ event, raw }: CommitItem): CommitResult => {
       // Checked inside the write transaction, so two commits of one id cannot both insert,
       // whether they are in one batch (the first insert is visible to the second) or not.
       if (this.#selectReceived.get(event.id)) return 'duplicate';
-      const params = insertParams(event);
+      const params = insertParams(event, raw);
       const seq = Number(this.#insertMessage.run(params).lastInsertRowid);
       for (const rcpt of event.envelope.rcptTo) this.#insertRcpt.run(rcpt.toLowerCase(), seq, event.id);
       this.#insertLog.run('mail.received', event.id, event.receivedAt, null);
@@ -288,9 +303,9 @@ class SqliteStore implements SqliteMessageStore {
     // IMMEDIATE: take the write lock at BEGIN, so the duplicate check and the insert see the
     // same database even if another connection writes.
     const insertTx = db.transaction(insertOne);
-    this.#insertTx = (event) => insertTx.immediate(event);
-    const insertBatchTx = db.transaction((events: readonly MailEvent[]) => events.map(insertOne));
-    this.#insertBatchTx = (events) => insertBatchTx.immediate(events);
+    this.#insertTx = (item) => insertTx.immediate(item);
+    const insertBatchTx = db.transaction((items: readonly CommitItem[]) => items.map(insertOne));
+    this.#insertBatchTx = (items) => insertBatchTx.immediate(items);
 
     const deleteTx = db.transaction((id: string, at: string): boolean => {
       const rcpts = this.#selectRcpts.get(id);
@@ -328,7 +343,7 @@ class SqliteStore implements SqliteMessageStore {
     await this.#removeFiles(id);
   }
 
-  async commit(event: MailEvent, rawPath: string): Promise<CommitResult> {
+  async commit(event: MailEvent, raw: RawSource): Promise<CommitResult> {
     if (event.type !== 'mail.received') throw new Error(`commit: not a mail.received event (${String(event.type)})`);
     const rawFile = this.#rawFile(event.id);
     // Cheap early answer for spool recovery re-running a message that is already stored.
@@ -338,11 +353,12 @@ class SqliteStore implements SqliteMessageStore {
     }
     // Files first, each made durable, then the row: once the row is visible (and the spool
     // entry is released), everything it points at is on disk. A crash between the two leaves
-    // files without a row, which the spool's recovery run commits again.
-    const how = await linkOrCopy(rawPath, rawFile);
+    // files without a row, which the spool's recovery run commits again. Bytes in memory go
+    // into the row itself.
+    const how = raw.path === undefined ? 'row' : await linkOrCopy(raw.path, rawFile);
     await this.#syncAttachments(event);
     // What is left is shared with other messages: the messages/ directory entry and the row.
-    const result = await this.#batches.submit(event);
+    const result = await this.#batches.submit({ event, raw: raw.bytes ?? null });
     if (result === 'duplicate') await this.#dropIfNotLive(event.id);
     this.#log.debug({ id: event.id, raw: how, result }, 'commit');
     return result;
@@ -366,20 +382,21 @@ class SqliteStore implements SqliteMessageStore {
   /**
    * One batch of commits: every raw file of the batch was linked (and its attachments synced)
    * before it was submitted, so one fsync of messages/ that starts now makes all their
-   * directory entries durable; then one transaction inserts every row, with one WAL fsync.
+   * directory entries durable (none when every message's bytes go into its row); then one
+   * transaction inserts every row, with one WAL fsync.
    */
-  async #commitBatch(events: readonly MailEvent[]): Promise<ItemOutcome<CommitResult>[]> {
-    await this.#messagesDirSync.sync();
+  async #commitBatch(items: readonly CommitItem[]): Promise<ItemOutcome<CommitResult>[]> {
+    if (items.some((item) => item.raw === null)) await this.#messagesDirSync.sync();
     try {
-      return this.#insertBatchTx(events).map((value) => ({ ok: true, value }));
+      return this.#insertBatchTx(items).map((value) => ({ ok: true, value }));
     } catch (err) {
-      if (events.length === 1) return [{ ok: false, error: err }];
+      if (items.length === 1) return [{ ok: false, error: err }];
       // The whole transaction rolled back. One bad event must not fail the others with it:
       // try each on its own, so every caller learns its own outcome.
-      this.#log.warn({ err, count: events.length }, 'batch commit failed; committing one by one');
-      return events.map((event) => {
+      this.#log.warn({ err, count: items.length }, 'batch commit failed; committing one by one');
+      return items.map((item) => {
         try {
-          return { ok: true, value: this.#insertTx(event) };
+          return { ok: true, value: this.#insertTx(item) };
         } catch (error) {
           return { ok: false, error };
         }
@@ -466,12 +483,15 @@ class SqliteStore implements SqliteMessageStore {
     return stmt;
   }
 
-  rawPath(id: string): string | null {
-    if (!isMessageId(id) || !this.#selectLive.get(id)) return null;
+  raw(id: string): RawSource | null {
+    if (!isMessageId(id)) return null;
+    const row = this.#selectRaw.get(id);
+    if (!row) return null;
+    if (row.raw !== null) return { bytes: row.raw };
     const file = this.#rawFile(id);
     // A message stored before the flat layout has its raw file in its own directory.
     const legacy = join(this.#messageDir(id), 'message.eml');
-    return existsSync(file) || !existsSync(legacy) ? file : legacy;
+    return { path: existsSync(file) || !existsSync(legacy) ? file : legacy };
   }
 
   attachment(id: string, index: number): { meta: AttachmentMeta; path: string } | null {

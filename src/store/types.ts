@@ -1,3 +1,4 @@
+import type { RawSource } from '../util/raw-source.js';
 import type { AttachmentMeta, MailDeletedEvent, MailEvent, SpamStatus } from '../events/types.js';
 
 /** One row of the message list: enough for a list view without loading every event. */
@@ -68,11 +69,13 @@ export interface MessageStore {
    * removed with delete().
    */
   discardFiles(id: string): Promise<void>;
-  commit(event: MailEvent, rawPath: string): Promise<CommitResult>;
+  /** `raw`: the message's bytes; kept in the database when in memory, else linked from the file. */
+  commit(event: MailEvent, raw: RawSource): Promise<CommitResult>;
   get(id: string): MailEvent | null;
   /** Newest first. Throws StoreQueryError for a bad limit or cursor. */
   list(query: ListQuery): MessagePage;
-  rawPath(id: string): string | null;
+  /** The stored message's bytes (small messages) or file; null when there is no such message. */
+  raw(id: string): RawSource | null;
   attachment(id: string, index: number): { meta: AttachmentMeta; path: string } | null;
   delete(id: string): Promise<boolean>;
   /** True while the store can take writes (for /readyz). */

@@ -6,6 +6,8 @@
  *   - Postfix's smtp-sink: accepts and throws mail away, so it is the cost of the SMTP protocol
  *     (and of the smtp-source client) alone; nothing can be faster.
  *   - MailDev (npm `maildev`): the usual Node mail catcher, same smtp-server library underneath.
+ *   - smtp-server alone (bench/bare-smtp-server.mjs): the library mailwire is built on, reading
+ *     each message and throwing it away. The ceiling of any one-process server built on it here.
  *
  * Load comes from Postfix's smtp-source, a C client that is not the bottleneck of a Node server.
  * mailwire runs as a real child process (`node dist/src/cli.js start`) with the full pipeline:
@@ -25,7 +27,7 @@
  *   BENCH_WARMUP=2000     messages to each server before the timed runs (default: BENCH_MESSAGES)
  *   BENCH_KEEP=1          keep the temp directory (data dirs, logs) for inspection
  *   BENCH_CPU_PROF=1      run the throughput mailwire under `node --cpu-prof` and print where the profile is
- *   BENCH_SKIP=memory,maildev,sink,ws,submit,hooks   leave parts out, to iterate on mailwire alone (ratios then read n/a)
+ *   BENCH_SKIP=memory,maildev,sink,bare,ws,submit,hooks   leave parts out, to iterate on mailwire alone (ratios then read n/a)
  *   (ws: the WebSocket feed scenario, bench/ws-feed.mjs, which has knobs of its own)
  */
 import { spawn } from 'node:child_process';
@@ -40,6 +42,7 @@ import nodemailer from 'nodemailer';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MAILWIRE_CLI = join(ROOT, 'dist/src/cli.js');
 const MAILDEV_BIN = join(ROOT, 'node_modules/maildev/dist/bin/maildev.js');
+const BARE_SERVER = join(ROOT, 'bench/bare-smtp-server.mjs');
 const RESULTS_FILE = join(tmpdir(), 'mailwire-bench', 'latest.json');
 
 const FROM = 'sender@bench.test';
@@ -61,8 +64,8 @@ const settings = {
   // first timed run was about 2x slower than the third for both Node servers (CPU per message
   // mailwire 5.7 -> 2.4 ms, MailDev 2.9 -> 1.6 ms). A server that runs for days is warm.
   warmup: envInt('BENCH_WARMUP', envInt('BENCH_MESSAGES', 2000)),
-  // smtp-sink is ~50x faster than the others: give it more messages so that its run lasts long
-  // enough (> 0.2 s) for process start-up not to count.
+  // smtp-sink and smtp-server alone are up to 10x faster than the others: give them more
+  // messages so that each run lasts long enough (> 0.5 s) for start-up and stragglers not to count.
   sinkScale: 5,
   big: { count: 20, bytes: 20 * MiB },
   targets: { vsSink: 0.2, vsMailDev: 3, peakRssMB: 300 },
@@ -336,6 +339,14 @@ async function startSink(sinkPath) {
   return { name: 'smtp-sink', kind: 'sink', port, pid: child.pid, child, stored: async () => null, stop: () => stopChild(child) };
 }
 
+/** smtp-server with nothing behind it (bench/bare-smtp-server.mjs): nothing is stored. */
+async function startBareSmtpServer() {
+  const port = await freePort();
+  const child = spawnTracked('smtp-server', process.execPath, [BARE_SERVER, String(port)], { cwd: ROOT });
+  await waitUntil('bare smtp-server greeting', () => smtpGreets(port), { timeoutMs: settings.startTimeoutMs, child });
+  return { name: 'smtp-server', kind: 'bare', port, pid: child.pid, child, stored: async () => null, stop: () => stopChild(child) };
+}
+
 /**
  * MailDev 3 (devDependency), persisting to a temp mail directory (it writes files, no fsync).
  * It greets every connection after smtp-server's 100 ms early-talker delay (it keeps no pass
@@ -402,7 +413,7 @@ async function runSmtpSource(sourcePath, { port, messages, sessions, bytes, reus
  * so the last few may still be on their way), and says how long after the run that took.
  */
 async function verifyStored(server, expected) {
-  if (server.kind === 'sink') return { stored: null, expected, lagMs: null };
+  if (server.kind === 'sink' || server.kind === 'bare') return { stored: null, expected, lagMs: null };
   const started = performance.now();
   let last = 0;
   try {
@@ -589,7 +600,7 @@ async function runThroughput(sourcePath, servers) {
     const perServer = Object.fromEntries(servers.map((s) => [s.name, { runs: [] }]));
     for (let rep = 1; rep <= settings.repeat; rep++) {
       for (const server of servers) {
-        const messages = server.kind === 'sink' ? settings.messages * settings.sinkScale : settings.messages;
+        const messages = server.kind === 'sink' || server.kind === 'bare' ? settings.messages * settings.sinkScale : settings.messages;
         const cpuBefore = readCpuSeconds(server.pid);
         const r = await runSmtpSource(sourcePath, { port: server.port, messages, sessions: settings.sessions, bytes: settings.messageBytes, reuseConnection: scenario.reuseConnection });
         if (r.ok) sent.set(server, sent.get(server) + messages);
@@ -602,7 +613,7 @@ async function runThroughput(sourcePath, servers) {
           store.stored === null ? '' : ` | stored ${store.stored}/${store.expected}${store.stored >= store.expected ? '' : ' (MISSING)'}, last one ${Math.round(store.lagMs)} ms after the run`;
         const cpuNote = cpuMsPerMessage === null ? '' : ` | CPU ${cpuMsPerMessage.toFixed(2)} ms/msg`;
         console.log(
-          `  run ${rep}/${settings.repeat} ${server.name.padEnd(9)} ${r.ok ? `${fmtRate(r.rate)} (${messages} msgs in ${r.seconds.toFixed(2)} s)${storedNote}${cpuNote}` : `FAILED: ${r.error}`}`,
+          `  run ${rep}/${settings.repeat} ${server.name.padEnd(11)} ${r.ok ? `${fmtRate(r.rate)} (${messages} msgs in ${r.seconds.toFixed(2)} s)${storedNote}${cpuNote}` : `FAILED: ${r.error}`}`,
         );
         perServer[server.name].runs.push({ ...r, messages, ...store, cpuMsPerMessage });
         perServer[server.name].command = `smtp-source ${r.args.join(' ').replace(/127\.0\.0\.1:\d+$/, '127.0.0.1:PORT')}`;
@@ -627,13 +638,15 @@ async function runThroughput(sourcePath, servers) {
 
 const fmtRate = (r) => (r === null || r === undefined ? 'n/a' : `${r >= 100 ? Math.round(r) : r.toFixed(1)} msg/s`);
 
+/** a / b, and whether it reaches the target (target null: a figure for scale, no target). */
 function ratio(a, b, target) {
   if (!a || !b) return { value: null, target, met: null };
-  return { value: a / b, target, met: a / b >= target };
+  return { value: a / b, target, met: target === null ? null : a / b >= target };
 }
 
 function fmtRatio(name, r) {
   if (r.value === null) return `${name} n/a`;
+  if (r.target === null) return `${name} ${r.value.toFixed(2)}`;
   return `${name} ${r.value.toFixed(2)} (target ≥ ${r.target}: ${r.met ? 'met' : 'NOT met'})`;
 }
 
@@ -643,15 +656,28 @@ function report(throughput, memory) {
     const mw = scenario.servers.mailwire?.rate;
     const sink = scenario.servers['smtp-sink']?.rate;
     const md = scenario.servers.MailDev?.rate;
-    scenario.ratios = { mailwireToSink: ratio(mw, sink, settings.targets.vsSink), mailwireToMailDev: ratio(mw, md, settings.targets.vsMailDev) };
+    const bare = scenario.servers['smtp-server']?.rate;
+    scenario.ratios = {
+      mailwireToSink: ratio(mw, sink, settings.targets.vsSink),
+      mailwireToMailDev: ratio(mw, md, settings.targets.vsMailDev),
+      // No targets: how far the library alone gets towards smtp-sink, and how much of that mailwire keeps.
+      bareToSink: ratio(bare, sink, null),
+      mailwireToBare: ratio(mw, bare, null),
+    };
     lines.push(
       `${scenario.label}: mailwire ${fmtRate(mw)} | smtp-sink ${fmtRate(sink)} | MailDev ${fmtRate(md)} | ` +
         `${fmtRatio('mailwire/sink', scenario.ratios.mailwireToSink)} | ${fmtRatio('mailwire/MailDev', scenario.ratios.mailwireToMailDev)}`,
     );
+    if (bare) {
+      lines.push(
+        `    smtp-server alone (reads and discards, no fsync, no parse, no store) ${fmtRate(bare)} | ` +
+          `${fmtRatio('smtp-server/sink', scenario.ratios.bareToSink)} | ${fmtRatio('mailwire/smtp-server', scenario.ratios.mailwireToBare)}`,
+      );
+    }
     const s = scenario.servers.mailwire;
     if (s) {
       const cpu = (name) => scenario.servers[name]?.cpuMsPerMessage;
-      const cpuText = ['mailwire', 'smtp-sink', 'MailDev'].filter((n) => typeof cpu(n) === 'number').map((n) => `${n} ${cpu(n).toFixed(2)}`).join(', ');
+      const cpuText = ['mailwire', 'smtp-sink', 'MailDev', 'smtp-server'].filter((n) => typeof cpu(n) === 'number').map((n) => `${n} ${cpu(n).toFixed(2)}`).join(', ');
       lines.push(`    mailwire stored ${s.stored}/${s.expectedStored} messages sent so far (API count)${cpuText ? ` | server CPU ms/msg: ${cpuText}` : ''}`);
     }
   }
@@ -691,7 +717,7 @@ async function main() {
   const environment = { node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryGB: +(totalmem() / 2 ** 30).toFixed(1), kernel: release() };
   console.log(`mailwire bench: node ${environment.node}, ${environment.cpus} CPUs (${environment.cpuModel}), kernel ${environment.kernel}`);
   console.log(
-    `throughput: ${settings.messages} messages of ${settings.messageBytes} B payload per run (smtp-sink ${settings.messages * settings.sinkScale}), ` +
+    `throughput: ${settings.messages} messages of ${settings.messageBytes} B payload per run (smtp-sink and smtp-server alone ${settings.messages * settings.sinkScale}), ` +
       `${settings.sessions} sessions, median of ${settings.repeat} runs; mailwire with spool fsync + mailparser + SQLite, spamd off`,
   );
 
@@ -701,11 +727,12 @@ async function main() {
   let wsFeed = null;
 
   if (sourcePath && sinkPath) {
-    console.log('\nstarting smtp-sink, MailDev and mailwire; a warm-up run goes to each first');
+    console.log('\nstarting smtp-sink, MailDev, smtp-server alone and mailwire; a warm-up run goes to each first');
     const servers = [];
     try {
       if (!skip.has('sink')) servers.push(await startSink(sinkPath));
       if (haveMailDev) servers.push(await startMailDev());
+      if (!skip.has('bare')) servers.push(await startBareSmtpServer());
       const mailwire = await startMailwire('mailwire', { cpuProfDir });
       servers.push(mailwire);
       throughput = await runThroughput(sourcePath, servers);

@@ -154,7 +154,8 @@ describe('parse pool', () => {
     expect(parsed.subject).toBe('big quoted-printable');
     expect(parsed.text?.startsWith('éééé')).toBe(true);
     expect(parsed.truncated).toEqual({ text: true, html: false }); // capped at maxTextBytes
-    expect(gapMs).toBeLessThan(250);
+    // Far below the 1-1.5 s stall of parsing on the main thread, with room for a loaded CI machine.
+    expect(gapMs).toBeLessThan(500);
   });
 
   it('terminates a worker stuck in synchronous work at the hard deadline, removes its files, and carries on', async () => {
@@ -180,7 +181,9 @@ describe('parse pool', () => {
     expect(sawAttachmentFiles).toBe(true);
     expect(existsSync(attDir)).toBe(false); // disk matches the metadata: no attachments
     expect(elapsed).toBeGreaterThanOrEqual(690);
-    expect(elapsed).toBeLessThan(1500); // well before the decode would have ended
+    // The timed-out result already shows the decode did not finish first; this bounds the wait
+    // loosely (the hard deadline is at 700 ms), so a loaded CI machine does not fail it.
+    expect(elapsed).toBeLessThan(5000);
     expect(log.lines().some((l) => l.level === 40 && String(l.msg).includes('worker terminated'))).toBe(true);
 
     // The replacement worker takes the next job.

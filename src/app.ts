@@ -23,6 +23,7 @@ import { scoreRaw } from './spam/spamd.js';
 import { ensureTlsMaterial } from './smtp/certs.js';
 import { SmtpListener } from './smtp/listener.js';
 import { Spool } from './spool/spool.js';
+import { Retention } from './store/retention.js';
 import { openSqliteStore } from './store/sqlite-store.js';
 import type { MessageStore } from './store/types.js';
 import type { SpamResult } from './events/types.js';
@@ -86,6 +87,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   let stopping = false;
   let dirLock: DirLock | null = null;
   let routing: TableRouting | null = null;
+  let retention: Retention | null = null;
   let relay: Relay | null = null;
 
   const score = (raw: RawSource): Promise<SpamResult> => {
@@ -126,6 +128,12 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     const pipeline = new Pipeline({ config, logger, spool, store, bus, score, parse: (raw, dir, limits) => pool.parse(raw, dir, limits), metrics });
     // Mail answered 250 by a previous run but not yet stored comes first.
     await pipeline.recover();
+    // Retention after recovery, so recovered mail counts; a deletion is published like the API's.
+    const ret = (retention = new Retention({ store: sqlite, limits: { maxMessages: config.storage.max_messages, maxAgeS: config.storage.max_age_s }, logger, onDeleted: publishDeleted }));
+    bus.subscribe((event) => {
+      if (event.type === 'mail.received') ret.messageStored();
+    });
+    ret.start();
 
     const hostname = config.smtp.hostname ?? (await import('node:os')).hostname();
     const tls = await ensureTlsMaterial(config.tls.cert, config.tls.key, hostname, logger);
@@ -185,7 +193,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         const storeOk = storeRef.healthy();
         return { ready: storeOk && !stopping, checks: { store: storeOk, smtp: !stopping } };
       },
-      onDelete: (id) => bus.publish({ type: 'mail.deleted', version: 1, id, at: new Date().toISOString() }),
+      onDelete: publishDeleted,
       ...(webhooks.api ? { webhooks: webhooks.api } : {}),
       submit,
       access,
@@ -218,8 +226,14 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     return addresses;
   }
 
+  function publishDeleted(id: string): void {
+    bus.publish({ type: 'mail.deleted', version: 1, id, at: new Date().toISOString() });
+  }
+
   async function stop(): Promise<void> {
     stopping = true;
+    // No deletions during the stop; a sweep in progress ends after its current message.
+    await retention?.stop();
     domains?.close();
     hookRegistry.close();
     // SMTP first: in-flight messages finish and are stored before the store closes.

@@ -160,6 +160,9 @@ export const parseSchema = z
 export const storageSchema = z
   .object({
     data_dir: z.string().default('data'),
+    // Retention (store/retention.ts). 0 = off: mail is kept until deleted through the API.
+    max_messages: z.number().int().min(0).max(1_000_000_000).default(0),
+    max_age_s: z.number().int().min(0).max(100 * 365 * 86_400).default(0),
   })
   .strict();
 

@@ -42,9 +42,10 @@ import {
   type MessagePage,
   type MessageStore,
   type MessageSummary,
+  type RetentionView,
 } from './types.js';
 
-export type SqliteMessageStore = MessageStore & EventLog;
+export type SqliteMessageStore = MessageStore & EventLog & RetentionView;
 
 /**
  * Longest search string. q is a substring scan over every row's search text; a longer needle
@@ -209,6 +210,8 @@ class SqliteStore implements SqliteMessageStore {
   readonly #selectRcpts: Database.Statement<[string], { rcpt_json: string }>;
   readonly #selectLastSeq: Database.Statement<[], { seq: number }>;
   readonly #ping: Database.Statement<[], { ok: number }>;
+  readonly #count: Database.Statement<[], { n: number }>;
+  readonly #selectOldest: Database.Statement<[number], { id: string; received_at: string }>;
   readonly #insertTx: (item: CommitItem) => CommitResult;
   readonly #insertBatchTx: (items: readonly CommitItem[]) => CommitResult[];
   readonly #deleteTx: (id: string, at: string) => boolean;
@@ -289,6 +292,9 @@ class SqliteStore implements SqliteMessageStore {
     this.#selectRcpts = db.prepare('SELECT rcpt_json FROM messages WHERE id = ?');
     this.#selectLastSeq = db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM events');
     this.#ping = db.prepare('SELECT 1 AS ok');
+    this.#count = db.prepare('SELECT count(*) AS n FROM messages');
+    // By seq: the primary key, so the walk from the oldest end reads only the rows it returns.
+    this.#selectOldest = db.prepare('SELECT id, received_at FROM messages ORDER BY seq LIMIT ?');
 
     const insertOne = ({ event, raw }: CommitItem): CommitResult => {
       // Checked inside the write transaction, so two commits of one id cannot both insert,
@@ -553,6 +559,15 @@ class SqliteStore implements SqliteMessageStore {
 
   lastEventSeq(): number {
     return this.#selectLastSeq.get()?.seq ?? 0;
+  }
+
+  count(): number {
+    return this.#count.get()!.n;
+  }
+
+  oldest(limit: number): { id: string; receivedAt: string }[] {
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError('oldest: limit must be a positive integer');
+    return this.#selectOldest.all(limit).map((r) => ({ id: r.id, receivedAt: r.received_at }));
   }
 
   healthy(): boolean {

@@ -83,6 +83,14 @@ export interface MessageStore {
   close(): void;
 }
 
+/** What retention (store/retention.ts) reads to pick the messages to delete. */
+export interface RetentionView {
+  /** Messages stored. */
+  count(): number;
+  /** The `limit` first messages in commit order (oldest first), with their receivedAt. */
+  oldest(limit: number): { id: string; receivedAt: string }[];
+}
+
 /** One entry of the store's event log, in commit order. */
 export interface LoggedEvent {
   /** Position in the log; strictly increasing, never reused. */

@@ -15,7 +15,7 @@ import { isLoopbackBind } from './http/host-check.js';
 import { createHttpServer } from './http/server.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { createMetrics } from './metrics/metrics.js';
-import { createParsePool, defaultParsePoolSize, type ParsePool } from './parse/parse-pool.js';
+import { createParsePool, defaultParsePoolSize, workerHeapMb, type ParsePool } from './parse/parse-pool.js';
 import { DomainPolicy, domainsSchema, EMPTY_DOMAINS, type DomainsTable } from './policy/domains.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { createOutboundRelay } from './pipeline/outbound.js';
@@ -124,7 +124,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     if (!listenerIsLoopback && policy.catchAll) logger.warn('catch-all is on for a non-loopback listener: every recipient is accepted');
 
     // Parsing runs in worker threads: mailparser's synchronous steps never block SMTP and HTTP.
-    const pool = (parsePool = createParsePool({ size: defaultParsePoolSize(), logger }));
+    const pool = (parsePool = createParsePool({ size: defaultParsePoolSize(), logger, workerHeapMb: workerHeapMb(config.smtp.limits.max_message_size) }));
     const pipeline = new Pipeline({ config, logger, spool, store, bus, score, parse: (raw, dir, limits) => pool.parse(raw, dir, limits), metrics });
     // Mail answered 250 by a previous run but not yet stored comes first.
     await pipeline.recover();

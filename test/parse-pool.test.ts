@@ -1,12 +1,12 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger, silentLogger } from '../src/log/logger.js';
 import { parseMessageFile } from '../src/parse/parse.js';
-import { createParsePool, timedOut, type ParsePool, type ParsePoolOptions } from '../src/parse/parse-pool.js';
+import { createParsePool, timedOut, workerHeapMb, type ParsePool, type ParsePoolOptions } from '../src/parse/parse-pool.js';
 import type { ParseLimits } from '../src/parse/types.js';
 
 const FIXTURES = new URL('./fixtures/eml/', import.meta.url);
@@ -189,6 +189,36 @@ describe('parse pool', () => {
     // The replacement worker takes the next job.
     const next = await p.parse({ path: fixture('8bit.eml') }, join(tmp, 'next'), LIMITS);
     expect(next).toStrictEqual(await parseMessageFile(fixture('8bit.eml'), join(tmp, 'next-direct'), LIMITS));
+  });
+
+  it('a worker that passes its heap limit dies alone: the job fails (451 upstream), its files go, the next job is parsed', async () => {
+    // mailparser buffers a quoted-printable part whole: 19 MB of it needs far more than 64 MB of heap.
+    const raw = join(tmp, 'big.eml');
+    await writeFile(raw, bigQpMessage(19, [Buffer.alloc(2000, 1)]));
+    const log = capturingLogger();
+    const p = pool({ size: 1, logger: log.logger, workerHeapMb: 64 });
+    const attDir = join(tmp, 'att');
+    const err = await p.parse({ path: raw }, attDir, LIMITS).then(
+      () => null,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).toMatch(/^parse worker died: .*memory limit/);
+    expect(existsSync(attDir)).toBe(false);
+    expect(log.lines().some((l) => l.level === 50 && l.msg === 'parse worker died; starting a replacement')).toBe(true);
+    const next = await p.parse({ path: fixture('latin1.eml') }, join(tmp, 'next'), LIMITS);
+    expect(next.subject).toBe('Café crème à la française');
+  });
+
+  it('the default heap limit parses a quoted-printable part as large as the default message size limit (25 MiB)', async () => {
+    expect(workerHeapMb(25 * 1024 * 1024)).toBe(1024);
+    expect(workerHeapMb(100 * 1024 * 1024)).toBe(4000);
+    const raw = join(tmp, 'big.eml');
+    await writeFile(raw, bigQpMessage(24.5));
+    expect((await stat(raw)).size).toBeLessThanOrEqual(25 * 1024 * 1024);
+    const parsed = await pool({ size: 1 }).parse({ path: raw }, join(tmp, 'att'), LIMITS);
+    expect(parsed.parseError).toBeNull();
+    expect(parsed.text?.startsWith('éééé')).toBe(true);
+    expect(parsed.truncated).toEqual({ text: true, html: false });
   });
 
   it('rejects with the infrastructure error (missing spool file) and keeps working', async () => {

@@ -429,19 +429,70 @@ describe('Spool.commit', () => {
       expect(journalLines().map((r) => r.file)).toEqual([`${id}.eml`]);
     });
 
-    it('rotates segments and deletes a full one once all its messages are released', async () => {
+    it('rotates segments and deletes finished ones oldest first, never past one still holding a live record', async () => {
       spool = opened(new Spool(dir, { segmentMaxBytes: 1 }));
       await spool.init();
       const a = await commitOne('a');
       const b = await commitOne('b');
       expect(readdirSync(spool.journalDir).sort()).toEqual(['000000000001.log', '000000000002.log']);
-      await spool.release(a);
-      await spool.close(); // writes a's tombstone
-      // a's tombstone went into a third segment, deleted too: it holds no live record.
-      await vi.waitFor(() => expect(readdirSync(spool.journalDir)).toEqual(['000000000002.log']));
+      await spool.release(a); // its tombstone fills segment 3
+      await spool.close();
+      // Segment 1 goes; 3 (only a tombstone) stays behind 2, which b still needs.
+      await vi.waitFor(() => expect(readdirSync(spool.journalDir).sort()).toEqual(['000000000002.log', '000000000003.log']));
       const next = opened(new Spool(dir));
       await next.init();
       expect(await next.recover()).toEqual([b]);
+      expect(readdirSync(spool.journalDir)).toEqual(['000000000004.log']);
+    });
+
+    it('keeps a tombstone while the record it releases is on disk: a released message never comes back', async () => {
+      spool = opened(new Spool(dir, { segmentMaxBytes: 1 }));
+      await spool.init();
+      // One batch, so both records share segment 1; then `pinned` stays live (its store commit failed).
+      const [rejected, pinned] = await Promise.all([commitOne('rejected'), commitOne('pinned')]);
+      expect(readdirSync(spool.journalDir)).toEqual(['000000000001.log']);
+      await spool.release(rejected); // answered 550: its tombstone is segment 2, retired at once
+      const later = await commitOne('later'); // segment 3
+      await spool.release(later); // tombstone: segment 4
+      await spool.close();
+      // Without the tombstone in segment 2, the next start would store the rejected message.
+      expect(readdirSync(spool.journalDir).sort()).toEqual(['000000000001.log', '000000000002.log', '000000000003.log', '000000000004.log']);
+      const next = opened(new Spool(dir));
+      await next.init();
+      expect(await next.recover()).toEqual([pinned]);
+    });
+
+    it('release() resolves once the tombstone is written, so a crash right after a 4xx/5xx reply cannot bring the message back', async () => {
+      const m = await commitOne('refused');
+      await spool.release(m);
+      // Not closed: what a SIGKILL now would leave on disk.
+      expect(journalLines().at(-1)).toEqual({ id: m.id, file: m.file, released: true });
+      const recovered = await restart();
+      expect(recovered).toEqual([]);
+    });
+
+    it('releaseStored() does not wait for the tombstone; close() writes it', async () => {
+      const [m, kept] = await Promise.all([commitOne('stored'), commitOne('kept')]);
+      spool.releaseStored(m);
+      expect(journalLines().map((r) => r.released ?? false)).toEqual([false, false]);
+      await spool.close();
+      expect(journalLines().at(-1)).toEqual({ id: m.id, file: m.file, released: true });
+      expect(await restart()).toEqual([kept]);
+    });
+
+    it('skips a record whose envelope or fields have the wrong types, bytes verified or not', async () => {
+      const a = await commitOne('a');
+      const b = await commitOne('b');
+      await spool.close();
+      const lines = journalLines();
+      const broken = [
+        { ...lines[0], envelope: { ...envelope, rcptTo: 'not-a-list' } },
+        { ...lines[1], envelope: undefined },
+      ];
+      // Later records of the same ids supersede the good ones.
+      appendFileSync(join(spool.journalDir, '000000000001.log'), broken.map((r) => `${JSON.stringify(r)}\n`).join(''));
+      expect([a.id, b.id]).toEqual([lines[0]!.id, lines[1]!.id]);
+      expect(await restart()).toEqual([]);
     });
   });
 

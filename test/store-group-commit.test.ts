@@ -12,7 +12,7 @@ import * as files from '../src/store/files.js';
 import { DirectorySync } from '../src/util/fs.js';
 import { GroupCommit, type ItemOutcome } from '../src/util/group-commit.js';
 import { openSqliteStore, type SqliteMessageStore } from '../src/store/sqlite-store.js';
-import { makeEvent } from './helpers/events.js';
+import { makeAttachment, makeEvent } from './helpers/events.js';
 
 vi.mock('node:fs/promises', async (importOriginal) => {
   const actual = await importOriginal<typeof import('node:fs/promises')>();
@@ -188,6 +188,17 @@ describe('store group commit', () => {
     expect(messagesDirSyncs()).toBeGreaterThanOrEqual(2); // at most 128 per batch
     expect(messagesDirSyncs()).toBeLessThan(50);
     expect(store.eventsAfter({ seq: 0 }, 500)).toHaveLength(200);
+  });
+
+  it('syncs messages/ for a message kept in its row only when it has attachments (their directory entry is there)', async () => {
+    const plain = makeEvent({ subject: 'plain' });
+    expect(await store.commit(plain, { bytes: Buffer.from('Subject: plain\r\n\r\nx\r\n') })).toBe('inserted');
+    expect(messagesDirSyncs()).toBe(0);
+    const withAttachment = makeEvent({ subject: 'with attachment', attachments: [makeAttachment({ index: 0 })] });
+    mkdirSync(store.attachmentsDir(withAttachment.id), { recursive: true });
+    writeFileSync(join(store.attachmentsDir(withAttachment.id), '0'), 'data');
+    expect(await store.commit(withAttachment, { bytes: Buffer.from('Subject: with attachment\r\n\r\nx\r\n') })).toBe('inserted');
+    expect(messagesDirSyncs()).toBe(1);
   });
 
   it('answers duplicates within one batch: one inserted, the others duplicate', async () => {

@@ -80,10 +80,12 @@ export class Pipeline {
     }
     const rcptTo = edits.applyRecipients(msg.envelope.rcptTo);
     if (result.kind === 'discard' || rcptTo.length === 0) {
-      // Answered 250, kept nowhere (a hook's discard, or every recipient removed).
+      // Answered 250, kept nowhere (a hook's discard, or every recipient removed). Released
+      // before the reply: after a crash, recovery must not store what a hook discarded.
       await dropAttachments();
+      await this.deps.spool.release(msg);
       this.#logOutcome(event, 'discarded-hook', started);
-      return { kind: 'accept', disconnect: result.disconnect, afterReply: () => this.deps.spool.release(msg) };
+      return { kind: 'accept', disconnect: result.disconnect, afterReply: () => Promise.resolve() };
     }
     let final: MailEvent = { ...event, hooks: hooks.records(), tags: [...edits.tags] };
     let stored = msg;
@@ -112,17 +114,24 @@ export class Pipeline {
     // Not answered yet (the reply waits for this outcome): replacing the entry may drop it on a crash.
     const stored = await spool.replace(msg, writer, outcome.size, outcome.sha256, envelope);
     if (!edits.changesRaw) return { msg: stored, event: { ...event, envelope } };
-    // Parsed again so that every field (subject, from, headers, ...) agrees with the stored bytes.
-    await rm(store.attachmentsDir(msg.id), { recursive: true, force: true });
-    const parsed = await this.deps.parse(stored.raw, store.attachmentsDir(msg.id), this.#limits());
-    return { msg: stored, event: buildMailEvent(stored, parsed, event.spam, event.hooks, event.tags) };
+    try {
+      // Parsed again so that every field (subject, from, headers, ...) agrees with the stored bytes.
+      await rm(store.attachmentsDir(msg.id), { recursive: true, force: true });
+      const parsed = await this.deps.parse(stored.raw, store.attachmentsDir(msg.id), this.#limits());
+      return { msg: stored, event: buildMailEvent(stored, parsed, event.spam, event.hooks, event.tags) };
+    } catch (err) {
+      // The client gets a 451 and sends again: the new entry must not outlive this (the caller
+      // releases the old one, which replace() released already).
+      await spool.release(stored).catch(() => {});
+      throw err;
+    }
   }
 
   /** Stores the event, publishes it, then releases the spool entry (in that order: see DESIGN.md). */
   async commit(event: MailEvent, msg: SpooledMessage, started = performance.now()): Promise<void> {
     const result = await this.deps.store.commit(event, msg.raw);
     if (result === 'inserted') this.deps.bus.publish(event);
-    await this.deps.spool.release(msg);
+    this.deps.spool.releaseStored(msg);
     this.#logOutcome(event, result === 'inserted' ? 'accepted' : 'duplicate', started);
   }
 

@@ -22,9 +22,15 @@
  * so a stale record or tombstone can never describe the wrong message.
  *
  * Segments: appends go to the current segment until it passes SEGMENT_MAX_BYTES, then to a new
- * one. A finished segment is deleted once every message it recorded is released. At start, the
- * live records of the previous run's segments are appended again to a new segment, and the old
- * segments deleted, so the journal never grows past what is live plus one segment.
+ * one. Finished segments are deleted oldest first, each once every message it recorded is
+ * released and every older segment is gone, with the directory synced after each deletion. The
+ * order matters: a tombstone is in a newer segment than its record, and deleting the newer one
+ * first (or a crash that kept the older deletion but not the newer one) would bring the released
+ * message back at the next start, rejected mail included. A segment still holding a live record
+ * (a message whose store commit failed stays in the spool until the next start) holds back the
+ * deletion of the newer ones until then. At start, the live records of the previous run's
+ * segments are appended again to a new segment, and the old segments deleted, so after a restart
+ * the journal holds only what is live plus one segment.
  *
  * A crash can leave a torn last line (never one that was acknowledged: the fdatasync comes
  * first); a segment is never appended to after a failed write or after a restart, so a torn
@@ -33,7 +39,7 @@
 import { open, readdir, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isMessageId } from '../events/id.js';
-import { fsyncPath, ignoreMissing, writeAll } from '../util/fs.js';
+import { DirectorySync, ignoreMissing, writeAll } from '../util/fs.js';
 import { GroupCommit } from '../util/group-commit.js';
 
 /** What a record says about a message (its envelope and so on), and where its bytes are. */
@@ -72,6 +78,7 @@ export function parseSpoolFileName(name: string): { id: string; generation: numb
 }
 
 interface Segment {
+  seq: number;
   name: string;
   fh: FileHandle;
   bytes: number;
@@ -94,6 +101,11 @@ export class SpoolJournal {
   /** Segment files of a previous run, read by readPrevious() and deleted by dropPrevious(). */
   #previous: string[] = [];
   #current: Segment | null = null;
+  /** This run's segments, oldest first, until deleted (see #collect). */
+  readonly #segments: Segment[] = [];
+  #collecting: Promise<void> | null = null;
+  #collectAgain = false;
+  readonly #dirSync: DirectorySync;
   /** Each live message's file name ─▶ the segment holding its record. */
   readonly #segmentOf = new Map<string, Segment>();
   /** Tombstones submitted and not yet written (see close()). */
@@ -102,6 +114,7 @@ export class SpoolJournal {
 
   constructor(dir: string, options: JournalOptions = {}) {
     this.dir = dir;
+    this.#dirSync = new DirectorySync(dir);
     this.#segmentMax = options.segmentMaxBytes ?? SEGMENT_MAX_BYTES;
   }
 
@@ -117,27 +130,52 @@ export class SpoolJournal {
   }
 
   /**
-   * Every record of the previous run's segments, in the order written; a later record of the
-   * same id supersedes an earlier one. Lines that do not parse (a torn last line) are skipped.
+   * The live records of the previous run's segments: for each id its last record, unless a
+   * tombstone released that record. Lines that do not parse (a torn last line) are skipped.
+   * Two passes, one segment in memory at a time: the first collects the tombstones, the second
+   * keeps only records without one, so memory holds what is live, not everything ever spooled.
    */
   async readPrevious(): Promise<JournalRecord[]> {
     if (this.#nextSeq === 0) throw new Error('spool journal: init() first');
-    const records: JournalRecord[] = [];
+    const released = new Set<string>();
+    await this.#eachPrevious((r) => {
+      if (r.released) released.add(recordKey(r));
+    });
+    const live = new Map<string, JournalRecord>();
+    await this.#eachPrevious((r) => {
+      if (r.released) return;
+      // A later record of an id supersedes the earlier ones; a released one leaves none.
+      if (released.has(recordKey(r))) live.delete(r.id);
+      else live.set(r.id, r);
+    });
+    return [...live.values()];
+  }
+
+  async #eachPrevious(fn: (record: JournalRecord) => void): Promise<void> {
     for (const name of this.#previous) {
       // Gone since init(): a segment deleted once it held no live record (a late unlink).
       const text = await readFile(join(this.dir, name), 'utf8').catch((err: unknown) => (ignoreMissing(err), ''));
       for (const line of text.split('\n')) {
         const record = parseRecord(line);
-        if (record) records.push(record);
+        if (record) fn(record);
       }
     }
-    return records;
   }
 
-  /** Deletes the previous run's segments (after their live records were appended again). */
+  /** Deletes the previous run's segments (after their live records were appended again), oldest first. */
   async dropPrevious(): Promise<void> {
-    for (const name of this.#previous) await unlink(join(this.dir, name)).catch(ignoreMissing);
+    for (const name of this.#previous) await this.#unlinkInOrder(name);
     this.#previous = [];
+  }
+
+  /**
+   * Deletes a segment and makes that durable before the caller deletes a newer one: after a
+   * crash, a newer segment's deletion (its tombstones gone) must never have survived without
+   * the older one's (its records).
+   */
+  async #unlinkInOrder(name: string): Promise<void> {
+    await unlink(join(this.dir, name)).catch(ignoreMissing);
+    await this.#dirSync.sync();
   }
 
   /** Resolves once the record is durable. */
@@ -167,7 +205,7 @@ export class SpoolJournal {
     if (!segment) return;
     this.#segmentOf.delete(file);
     segment.live--;
-    this.#deleteIfDone(segment);
+    if (segment.live === 0) this.#collect();
   }
 
   /**
@@ -177,6 +215,8 @@ export class SpoolJournal {
   async close(): Promise<void> {
     await Promise.all(this.#releases);
     if (this.#current) await this.#retire(this.#current);
+    await this.#collecting;
+    await this.#dirSync.close();
   }
 
   async #writeBatch(records: readonly JournalRecord[]): Promise<{ ok: true; value: undefined }[]> {
@@ -207,16 +247,20 @@ export class SpoolJournal {
   async #segmentFor(): Promise<Segment> {
     if (this.#current && !this.#current.retired) return this.#current;
     if (this.#nextSeq === 0) throw new Error('spool journal: init() first');
-    const name = segmentName(this.#nextSeq++);
+    const seq = this.#nextSeq++;
+    const name = segmentName(seq);
     const fh = await open(join(this.dir, name), 'ax', 0o600);
+    const segment: Segment = { seq, name, fh, bytes: 0, live: 0, retired: false };
+    // Listed before the sync: if that fails, the (empty) segment is retired and deleted in turn.
+    this.#segments.push(segment);
     try {
-      await fsyncPath(this.dir);
+      await this.#dirSync.sync();
     } catch (err) {
-      await fh.close().catch(() => {});
+      void this.#retire(segment);
       throw err;
     }
-    this.#current = { name, fh, bytes: 0, live: 0, retired: false };
-    return this.#current;
+    this.#current = segment;
+    return segment;
   }
 
   /** No more appends go to the segment: its handle is closed now, its file kept while live. */
@@ -225,16 +269,39 @@ export class SpoolJournal {
     segment.retired = true;
     if (this.#current === segment) this.#current = null;
     const closed = segment.fh.close().catch(() => {});
-    this.#deleteIfDone(segment);
+    this.#collect();
     return closed;
   }
 
-  #deleteIfDone(segment: Segment): void {
-    if (!segment.retired || segment.live > 0) return;
-    // Not synced: a segment that comes back after a crash only holds records of released
-    // messages, which recovery skips.
-    void unlink(join(this.dir, segment.name)).catch(() => {});
+  /**
+   * Deletes the finished segments at the old end of the journal: each retired one with no live
+   * record, oldest first, stopping at the first that must stay (see the header). One run at a time.
+   */
+  #collect(): void {
+    if (this.#collecting) {
+      this.#collectAgain = true;
+      return;
+    }
+    this.#collecting = (async () => {
+      do {
+        this.#collectAgain = false;
+        for (let oldest = this.#segments[0]; oldest && oldest.retired && oldest.live === 0; oldest = this.#segments[0]) {
+          try {
+            await this.#unlinkInOrder(oldest.name);
+          } catch {
+            // Kept, and so are the newer ones; the next release tries again, the next start at the latest.
+            return;
+          }
+          this.#segments.shift();
+        }
+      } while (this.#collectAgain);
+    })().finally(() => (this.#collecting = null));
   }
+}
+
+/** What a tombstone names: one record of one message. */
+function recordKey(r: JournalRecord): string {
+  return `${r.id}/${r.file}`;
 }
 
 function segmentName(seq: number): string {

@@ -256,12 +256,7 @@ export class Spool {
     if (writer.id !== old.id) throw new Error(`replace: ${writer.id} is not ${old.id}`);
     const generation = (parseSpoolFileName(old.file)?.generation ?? 0) + 1;
     await writer.synced();
-    if (old.raw.bytes) {
-      await this.#journal.release(old.id, old.file);
-    } else {
-      await this.release(old);
-      await this.#incomingSync.sync();
-    }
+    await this.release(old);
     return this.#commit(writer, generation, { id: old.id, receivedAt: old.receivedAt, envelope, size, sha256 });
   }
 
@@ -296,16 +291,33 @@ export class Spool {
     await rm(join(this.tmpDir, `${id}.eml`), { force: true });
   }
 
-  /** Removes a spooled message: after the store committed it, or after a 4xx/5xx at end of data. */
+  /**
+   * Removes a spooled message that is not going to the store (refused at end of data, discarded
+   * by a hook, relayed, replaced by its edited version), durably: recovery would otherwise store
+   * it after a crash, mail the client was told was refused included.
+   */
   async release(msg: Pick<SpooledMessage, 'id' | 'file' | 'raw'>): Promise<void> {
-    if (msg.raw.bytes) {
-      // The tombstone is not waited for (see journal.ts): at worst recovery processes it again.
-      this.#journal.release(msg.id, msg.file).catch(() => {});
-      return;
-    }
+    if (msg.raw.bytes) return this.#journal.release(msg.id, msg.file);
     // Once its file is gone, the entry's journal record no longer counts.
     await unlink(msg.raw.path).catch(ignoreMissing);
     this.#journal.forget(msg.file);
+    await this.#incomingSync.sync();
+  }
+
+  /**
+   * Removes a spooled message the store has committed. Not waited for: lost in a crash, the
+   * release only makes recovery commit the message again, which the store ignores (one event per
+   * id), so the store commit's own sync is the only one on the way.
+   */
+  releaseStored(msg: Pick<SpooledMessage, 'id' | 'file' | 'raw'>): void {
+    if (msg.raw.bytes) {
+      this.#journal.release(msg.id, msg.file).catch(() => {});
+      return;
+    }
+    void unlink(msg.raw.path)
+      .catch(ignoreMissing)
+      .then(() => this.#journal.forget(msg.file))
+      .catch(() => {});
   }
 
   /**
@@ -330,8 +342,9 @@ export class Spool {
       const id = name.endsWith('.json') ? name.slice(0, -5) : '';
       if (!isMessageId(id) || !present.has(`${id}.eml`) || byId.has(id)) continue;
       try {
-        const { rawPath: _rawPath, ...msg } = JSON.parse(await readFile(join(this.incomingDir, name), 'utf8')) as SpooledMessage & { rawPath?: string };
-        byId.set(id, { ...msg, id, file: `${id}.eml`, raw: { path: join(this.incomingDir, `${id}.eml`) } });
+        const { rawPath: _rawPath, ...fields } = JSON.parse(await readFile(join(this.incomingDir, name), 'utf8')) as Record<string, unknown>;
+        const msg = { ...fields, id };
+        if (hasEntryFields(msg)) byId.set(id, { ...msg, file: `${id}.eml`, raw: { path: join(this.incomingDir, `${id}.eml`) } });
       } catch {
         // A torn .json cannot happen (it was synced before its rename); skip defensively.
       }
@@ -351,13 +364,36 @@ export class Spool {
   /** A live message from a previous run's record, or null (released, never answered, or damaged). */
   #fromRecord(record: JournalRecord, present: ReadonlySet<string>): SpooledMessage | null {
     const { file, data, released: _released, ...fields } = record;
-    const msg = fields as unknown as Omit<SpooledMessage, 'file' | 'raw'>;
+    if (!hasEntryFields(fields)) return null;
+    const msg = fields;
     if (data === undefined) return present.has(file) ? { ...msg, file, raw: { path: join(this.incomingDir, file) } } : null;
     const bytes = Buffer.from(data, 'base64');
     // The line parsed, so it is whole; the check guards against anything else having changed it.
     if (bytes.length !== msg.size || createHash('sha256').update(bytes).digest('hex') !== msg.sha256) return null;
     return { ...msg, file, raw: { bytes } };
   }
+}
+
+/**
+ * Whether a record's fields are what a SpooledMessage needs, with the right types. A record that
+ * parses but does not have them (damaged, or not ours) is skipped rather than handed to the
+ * pipeline, where it would fail at every start.
+ */
+function hasEntryFields(f: Record<string, unknown>): f is Omit<SpooledMessage, 'file' | 'raw'> {
+  const env = f.envelope as Partial<Envelope> | null | undefined;
+  return (
+    typeof f.id === 'string' &&
+    typeof f.receivedAt === 'string' &&
+    Number.isSafeInteger(f.size) &&
+    typeof f.sha256 === 'string' &&
+    typeof env === 'object' &&
+    env !== null &&
+    typeof env.mailFrom === 'string' &&
+    Array.isArray(env.rcptTo) &&
+    env.rcptTo.every((r) => typeof r === 'string') &&
+    typeof env.remoteAddress === 'string' &&
+    (f.relay === undefined || (typeof f.relay === 'object' && f.relay !== null && typeof (f.relay as { rcpt?: unknown }).rcpt === 'string'))
+  );
 }
 
 /** The journal record of a spooled message: its bytes when it has no file. */

@@ -388,11 +388,11 @@ class SqliteStore implements SqliteMessageStore {
   /**
    * One batch of commits: every raw file of the batch was linked (and its attachments synced)
    * before it was submitted, so one fsync of messages/ that starts now makes all their
-   * directory entries durable (none when every message's bytes go into its row); then one
-   * transaction inserts every row, with one WAL fsync.
+   * directory entries durable, raw files and attachment directories alike (none needed when no
+   * message has either); then one transaction inserts every row, with one WAL fsync.
    */
   async #commitBatch(items: readonly CommitItem[]): Promise<ItemOutcome<CommitResult>[]> {
-    if (items.some((item) => item.raw === null)) await this.#messagesDirSync.sync();
+    if (items.some((item) => item.raw === null || item.event.attachments.length > 0)) await this.#messagesDirSync.sync();
     try {
       return this.#insertBatchTx(items).map((value) => ({ ok: true, value }));
     } catch (err) {

@@ -215,7 +215,7 @@ export class SpoolJournal {
   async close(): Promise<void> {
     await Promise.all(this.#releases);
     if (this.#current) await this.#retire(this.#current);
-    await this.#collecting;
+    while (this.#collecting) await this.#collecting;
     await this.#dirSync.close();
   }
 
@@ -295,7 +295,11 @@ export class SpoolJournal {
           this.#segments.shift();
         }
       } while (this.#collectAgain);
-    })().finally(() => (this.#collecting = null));
+    })().finally(() => {
+      this.#collecting = null;
+      // Asked for between the last check of the loop and here: run again.
+      if (this.#collectAgain) this.#collect();
+    });
   }
 }
 

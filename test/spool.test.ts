@@ -14,6 +14,7 @@ import { newMessageId } from '../src/events/id.js';
 import type { Envelope } from '../src/events/types.js';
 import { CoalescedSync } from '../src/spool/coalesced-sync.js';
 import { INLINE_MAX, Spool } from '../src/spool/spool.js';
+import { DirectorySync } from '../src/util/fs.js';
 
 vi.mock('node:fs/promises', async (importOriginal) => {
   const actual = await importOriginal<typeof import('node:fs/promises')>();
@@ -352,6 +353,39 @@ describe('Spool.commit', () => {
     // live record it is gone.
     expect(readdirSync(spool.journalDir)).toEqual(['000000000002.log']);
     expect(await restart()).toEqual([msg]);
+  });
+
+  it('writes a tombstone again, into a new segment, when its batch fails', async () => {
+    const proto = await fileHandlePrototype();
+    const { writer, outcome } = await write('Subject: refused\r\n\r\ny\r\n');
+    const msg = await spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now');
+    vi.spyOn(proto, 'datasync').mockRejectedValueOnce(Object.assign(new Error('EIO'), { code: 'EIO' }));
+    await spool.release(msg);
+    vi.restoreAllMocks();
+    // Segment 1 (the record, perhaps a torn tombstone) is retired and, holding nothing live, deleted.
+    await vi.waitFor(() => expect(readdirSync(spool.journalDir)).toEqual(['000000000002.log']));
+    expect(readFileSync(join(spool.journalDir, '000000000002.log'), 'utf8')).toBe(`${JSON.stringify({ id: msg.id, file: msg.file, released: true })}\n`);
+    expect(await restart()).toEqual([]);
+  });
+
+  it('a large message whose incoming/ sync fails holds no journal segment', async () => {
+    const original = DirectorySync.prototype.sync;
+    let failed = false;
+    vi.spyOn(DirectorySync.prototype, 'sync').mockImplementation(async function (this: DirectorySync) {
+      if (this.path === spool.incomingDir && !failed) {
+        failed = true;
+        throw Object.assign(new Error('EIO'), { code: 'EIO' });
+      }
+      return original.call(this);
+    });
+    const { writer, outcome } = await write(`Subject: x\r\n\r\n${BIG}\r\n`);
+    await expect(spool.commit(writer, outcome.size, outcome.sha256, envelope, 'now')).rejects.toThrow('EIO');
+    vi.restoreAllMocks();
+    expect(failed).toBe(true);
+    expect(readdirSync(spool.incomingDir)).toEqual([]);
+    // Its record was written, but it counts for nothing: the segment goes once it is finished.
+    await spool.close();
+    await vi.waitFor(() => expect(readdirSync(spool.journalDir)).toEqual([]));
   });
 
   describe('recovery', () => {

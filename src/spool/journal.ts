@@ -82,6 +82,8 @@ interface Segment {
   name: string;
   fh: FileHandle;
   bytes: number;
+  /** A batch is being written into it: not to be deleted before it is counted. */
+  writing: boolean;
   /** Records appended to it whose message is not released yet. */
   live: number;
   /** No more appends: full, failed, or closed. Deleted once live reaches 0. */
@@ -189,7 +191,10 @@ export class SpoolJournal {
    */
   release(id: string, file: string): Promise<void> {
     this.forget(file);
-    const written = this.#batches.submit({ id, file, released: true });
+    const tombstone: JournalRecord = { id, file, released: true };
+    // Once more when the batch failed (that segment is retired; the retry goes into a new one):
+    // a tombstone not written lets a crash bring back a message the client was told was refused.
+    const written = this.#batches.submit(tombstone).catch(() => this.#batches.submit(tombstone));
     const settled = written.then(
       () => {},
       () => {},
@@ -222,15 +227,18 @@ export class SpoolJournal {
   async #writeBatch(records: readonly JournalRecord[]): Promise<{ ok: true; value: undefined }[]> {
     const segment = await this.#segmentFor();
     const data = Buffer.from(records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+    segment.writing = true;
     try {
       // The file is open with O_APPEND: every write goes to its end.
       await writeAll(segment.fh, [data]);
       await segment.fh.datasync();
     } catch (err) {
+      segment.writing = false;
       // The segment may now end in a torn line: nothing more goes into it.
       void this.#retire(segment);
       throw err;
     }
+    segment.writing = false;
     segment.bytes += data.length;
     for (const r of records) {
       if (r.released) continue;
@@ -240,6 +248,8 @@ export class SpoolJournal {
       segment.live++;
     }
     if (segment.bytes >= this.#segmentMax) void this.#retire(segment);
+    // Retired while this batch was written (close()): it may be done with now.
+    else if (segment.retired) this.#collect();
     return records.map(() => ({ ok: true, value: undefined }));
   }
 
@@ -250,7 +260,7 @@ export class SpoolJournal {
     const seq = this.#nextSeq++;
     const name = segmentName(seq);
     const fh = await open(join(this.dir, name), 'ax', 0o600);
-    const segment: Segment = { seq, name, fh, bytes: 0, live: 0, retired: false };
+    const segment: Segment = { seq, name, fh, bytes: 0, writing: false, live: 0, retired: false };
     // Listed before the sync: if that fails, the (empty) segment is retired and deleted in turn.
     this.#segments.push(segment);
     try {
@@ -285,7 +295,7 @@ export class SpoolJournal {
     this.#collecting = (async () => {
       do {
         this.#collectAgain = false;
-        for (let oldest = this.#segments[0]; oldest && oldest.retired && oldest.live === 0; oldest = this.#segments[0]) {
+        for (let oldest = this.#segments[0]; oldest && oldest.retired && !oldest.writing && oldest.live === 0; oldest = this.#segments[0]) {
           try {
             await this.#unlinkInOrder(oldest.name);
           } catch {

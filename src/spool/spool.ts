@@ -202,6 +202,8 @@ export class Spool {
   readonly #incomingDirSync: DirectorySync;
   readonly #incomingSync: CoalescedSync;
   readonly #journal: SpoolJournal;
+  /** releaseStored() unlinks still running (close() waits for them). */
+  readonly #unlinking = new Set<Promise<void>>();
 
   constructor(dataDir: string, options: JournalOptions = {}) {
     this.tmpDir = join(dataDir, 'spool', 'tmp');
@@ -224,6 +226,7 @@ export class Spool {
 
   /** Closes the journal's open segment (at shutdown). */
   async close(): Promise<void> {
+    await Promise.all(this.#unlinking);
     await this.#journal.close();
     await this.#incomingDirSync.close();
   }
@@ -279,8 +282,10 @@ export class Spool {
     try {
       await settleBoth(this.#incomingSync.sync(), this.#journal.append(journalRecord(msg)));
     } catch (err) {
-      // Not answered: the caller refuses the message. Without its file the entry never counts.
+      // Not answered: the caller refuses the message. Without its file the entry never counts,
+      // and it must not hold its segment either (a record written before the sync failed).
       await unlink(path).catch(() => {});
+      this.#journal.forget(file);
       throw err;
     }
     return msg;
@@ -314,10 +319,12 @@ export class Spool {
       this.#journal.release(msg.id, msg.file).catch(() => {});
       return;
     }
-    void unlink(msg.raw.path)
+    const done: Promise<void> = unlink(msg.raw.path)
       .catch(ignoreMissing)
       .then(() => this.#journal.forget(msg.file))
-      .catch(() => {});
+      .catch(() => {})
+      .finally(() => this.#unlinking.delete(done));
+    this.#unlinking.add(done);
   }
 
   /**

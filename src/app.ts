@@ -88,6 +88,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   let dirLock: DirLock | null = null;
   let routing: TableRouting | null = null;
   let retention: Retention | null = null;
+  let pipelineRef: Pipeline | null = null;
   let relay: Relay | null = null;
 
   const score = (raw: RawSource): Promise<SpamResult> => {
@@ -125,7 +126,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
 
     // Parsing runs in worker threads: mailparser's synchronous steps never block SMTP and HTTP.
     const pool = (parsePool = createParsePool({ size: defaultParsePoolSize(), logger, workerHeapMb: workerHeapMb(config.smtp.limits.max_message_size) }));
-    const pipeline = new Pipeline({ config, logger, spool, store, bus, score, parse: (raw, dir, limits) => pool.parse(raw, dir, limits), metrics });
+    const pipeline = (pipelineRef = new Pipeline({ config, logger, spool, store, bus, score, parse: (raw, dir, limits) => pool.parse(raw, dir, limits), metrics }));
     // Mail answered 250 by a previous run but not yet stored comes first.
     await pipeline.recover();
     // Retention after recovery, so recovered mail counts; a deletion is published like the API's.
@@ -240,6 +241,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     await smtp?.stop();
     logger.debug('smtp listeners stopped');
     await parsePool?.close();
+    // Messages waiting to be stored again stay in the spool for the next start.
+    pipelineRef?.close();
     await spool.close();
     // Feed clients hold upgraded sockets the HTTP server would wait for: close them first.
     await feed?.close();

@@ -1,15 +1,16 @@
 /**
- * Pipeline faults a real parser cannot be made to show on demand: the parse after an eom hook's
- * edits fails (a parse worker dying). Real spool and store; only the parse function is scripted.
+ * Pipeline faults real parts cannot be made to show on demand: the parse after an eom hook's
+ * edits fails (a parse worker dying), the store fails (disk full). Real spool and store; only the
+ * failing call is scripted.
  */
-import { afterEach, beforeEach, expect, it } from 'vitest';
+import { afterEach, beforeEach, expect, it, vi } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EventBus } from '../src/bus/bus.js';
 import { newMessageId } from '../src/events/id.js';
-import type { Envelope } from '../src/events/types.js';
+import type { AnyEvent, Envelope } from '../src/events/types.js';
 import type { EomEdits } from '../src/hooks/edits.js';
 import type { HookSession } from '../src/hooks/runner.js';
 import { silentLogger } from '../src/log/logger.js';
@@ -19,6 +20,7 @@ import type { ParsedMessage } from '../src/parse/types.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';
 import { Spool } from '../src/spool/spool.js';
 import { openSqliteStore, type SqliteMessageStore } from '../src/store/sqlite-store.js';
+import type { MessageStore } from '../src/store/types.js';
 import { testConfig } from './helpers/app.js';
 
 let dir: string;
@@ -87,6 +89,82 @@ it('a failed parse of the edited message leaves nothing in the spool: the client
   await next.init();
   try {
     expect(await next.recover()).toEqual([]);
+  } finally {
+    await next.close();
+  }
+});
+
+/** A spooled message, as the SMTP side leaves it before the pipeline runs. */
+async function spooled(subject: string) {
+  const writer = spool.writer(newMessageId(), { maxSize: 1 << 20, bareNewline: 'reject' });
+  writer.end(Buffer.from(`Subject: ${subject}\r\n\r\nbody\r\n`));
+  await once(writer, 'finish');
+  const outcome = writer.outcome();
+  if (outcome.kind !== 'ok') throw new Error(outcome.kind);
+  return spool.commit(writer, outcome.size, outcome.sha256, envelope, new Date().toISOString());
+}
+
+/** A pipeline over a store whose first `failures` commits throw, as SQLite does on a full disk. */
+function pipelineWithFailingStore(failures: number) {
+  const published: AnyEvent[] = [];
+  const bus = new EventBus();
+  bus.subscribe((e) => published.push(e));
+  let left = failures;
+  // What the pipeline uses of the store; commit fails first.
+  const failing: Pick<MessageStore, 'commit' | 'attachmentsDir' | 'discardFiles'> = {
+    commit: (event, raw) => (left-- > 0 ? Promise.reject(Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' })) : store.commit(event, raw)),
+    attachmentsDir: (id) => store.attachmentsDir(id),
+    discardFiles: (id) => store.discardFiles(id),
+  };
+  const pipeline = new Pipeline({
+    config: testConfig(dir, { spamd: false }),
+    logger: silentLogger(),
+    spool,
+    store: failing as MessageStore,
+    bus,
+    metrics: createMetrics(),
+    score: async () => ({ status: 'skipped', score: null, threshold: null, rules: [], reason: 'spamd disabled' }),
+    parse: (raw, attachmentsDir, limits) => parseMessageFile(raw.path ?? null, attachmentsDir, limits, raw.bytes ?? null),
+    retryBaseMs: 20,
+  });
+  return { pipeline, published };
+}
+
+it('a message the store failed to take is stored once it works again, without a restart, and published once', async () => {
+  const { pipeline, published } = pipelineWithFailingStore(3);
+  const msg = await spooled('retried');
+  const outcome = await pipeline.process(msg);
+  if (outcome.kind !== 'accept') throw new Error('not accepted');
+  await outcome.afterReply(); // resolves: the failure is handled inside, not left to the caller
+  expect(store.get(msg.id)).toBeNull();
+  // Three failures: waits of 20, 40 and 80 ms before the fourth attempt.
+  await vi.waitFor(() => expect(store.get(msg.id)?.subject).toBe('retried'), { timeout: 5000 });
+  expect(published.map((e) => `${e.type} ${e.id}`)).toEqual([`mail.received ${msg.id}`]);
+  pipeline.close();
+  await spool.close();
+  const next = new Spool(join(dir, 'data'));
+  await next.init();
+  try {
+    expect(await next.recover()).toEqual([]); // released once stored
+  } finally {
+    await next.close();
+  }
+});
+
+it('close() cancels the retries: the message stays in the spool for the next start', async () => {
+  const { pipeline, published } = pipelineWithFailingStore(Infinity);
+  const msg = await spooled('kept');
+  const outcome = await pipeline.process(msg);
+  if (outcome.kind !== 'accept') throw new Error('not accepted');
+  await outcome.afterReply();
+  pipeline.close();
+  await new Promise((r) => setTimeout(r, 100)); // past the first retry's time
+  expect(published).toEqual([]);
+  await spool.close();
+  const next = new Spool(join(dir, 'data'));
+  await next.init();
+  try {
+    expect((await next.recover()).map((m) => m.id)).toEqual([msg.id]);
   } finally {
     await next.close();
   }

@@ -34,11 +34,23 @@ export interface PipelineDeps {
   score(raw: RawSource): Promise<SpamResult>;
   parse(raw: RawSource, attachmentsDir: string, limits: ParseLimits): Promise<ParsedMessage>;
   metrics: Metrics;
+  /** First wait before storing a message again after the store failed; doubles up to RETRY_MAX_MS. */
+  retryBaseMs?: number;
 }
+
+const RETRY_BASE_MS = 1000;
+const RETRY_MAX_MS = 60_000;
+/**
+ * Messages waiting to be stored again, each holding its event (and bytes, up to 64 KiB) in
+ * memory. Past this many, a failed one is left in the spool for the next start.
+ */
+const MAX_PENDING_RETRIES = 1000;
 
 export class Pipeline {
   readonly #outcomes;
   readonly #seconds;
+  readonly #retries = new Set<NodeJS.Timeout>();
+  #closed = false;
 
   constructor(private readonly deps: PipelineDeps) {
     this.#outcomes = deps.metrics.counter('mailwire_messages_total', 'Messages after DATA, by outcome and spam status', ['result', 'spam']);
@@ -127,12 +139,47 @@ export class Pipeline {
     }
   }
 
-  /** Stores the event, publishes it, then releases the spool entry (in that order: see DESIGN.md). */
+  /**
+   * Stores the event, publishes it, then releases the spool entry (in that order: see DESIGN.md).
+   * When the store fails (disk full, I/O error), the message stays in the spool and storing it is
+   * tried again with a growing wait, so it arrives once the store works again, without a restart.
+   */
   async commit(event: MailEvent, msg: SpooledMessage, started = performance.now()): Promise<void> {
+    try {
+      await this.#store(event, msg, started);
+    } catch (err) {
+      this.#retryLater(event, msg, started, err, 1);
+    }
+  }
+
+  /** Cancels the pending store retries (at stop, before the store closes); their messages stay in the spool. */
+  close(): void {
+    this.#closed = true;
+    for (const timer of this.#retries) clearTimeout(timer);
+    this.#retries.clear();
+  }
+
+  async #store(event: MailEvent, msg: SpooledMessage, started: number): Promise<void> {
     const result = await this.deps.store.commit(event, msg.raw);
     if (result === 'inserted') this.deps.bus.publish(event);
     this.deps.spool.releaseStored(msg);
     this.#logOutcome(event, result === 'inserted' ? 'accepted' : 'duplicate', started);
+  }
+
+  #retryLater(event: MailEvent, msg: SpooledMessage, started: number, err: unknown, attempt: number): void {
+    const { logger } = this.deps;
+    if (this.#closed || this.#retries.size >= MAX_PENDING_RETRIES) {
+      logger.error({ err, id: msg.id }, 'storing an accepted message failed; it stays in the spool until the next start');
+      return;
+    }
+    const delayMs = Math.min(RETRY_MAX_MS, (this.deps.retryBaseMs ?? RETRY_BASE_MS) * 2 ** (attempt - 1));
+    logger.error({ err, id: msg.id, attempt, retryInMs: delayMs }, 'storing an accepted message failed; it stays in the spool and is tried again');
+    const timer = setTimeout(() => {
+      this.#retries.delete(timer);
+      this.#store(event, msg, started).catch((e: unknown) => this.#retryLater(event, msg, started, e, attempt + 1));
+    }, delayMs);
+    timer.unref();
+    this.#retries.add(timer);
   }
 
   /**

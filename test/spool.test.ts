@@ -479,6 +479,42 @@ describe('Spool.commit', () => {
       expect(readdirSync(spool.journalDir)).toEqual(['000000000004.log']);
     });
 
+    it('compacts a segment held back by one live record, so the journal stays small while that message stays', async () => {
+      spool = opened(new Spool(dir, { segmentMaxBytes: 1 })); // a segment per batch
+      await spool.init();
+      const pinned = await commitOne('pinned'); // its store commit keeps failing, say
+      for (let i = 0; i < 20; i++) await spool.release(await commitOne(`m${i}`));
+      // Without compaction, all 41 segments would wait for the first one.
+      await vi.waitFor(() => expect(readdirSync(spool.journalDir).length).toBeLessThanOrEqual(8));
+      // The pinned record was copied forward, with its bytes.
+      expect(journalLines().filter((r) => r.id === pinned.id && !r.released).length).toBeGreaterThanOrEqual(1);
+      await spool.close();
+      expect(await restart()).toEqual([pinned]);
+    });
+
+    it('a message released while compaction copies its record stays released: a second tombstone follows the copy', async () => {
+      spool = opened(new Spool(dir, { segmentMaxBytes: 1 }));
+      await spool.init();
+      const pinned = await commitOne('pinned');
+      const proto = await fileHandlePrototype();
+      const writev = proto.writev;
+      let releasing: Promise<void> | null = null;
+      // Hold the write of the copy until the message is released.
+      vi.spyOn(proto, 'writev').mockImplementation(async function (this: fsp.FileHandle, buffers: NodeJS.ArrayBufferView[], position?: number) {
+        const text = Buffer.concat(buffers as Buffer[]).toString();
+        if (!releasing && text.includes(`"file":"${pinned.file}"`) && text.includes('"data"')) releasing = spool.release(pinned);
+        return writev.call(this, buffers, position);
+      } as typeof writev);
+      for (let i = 0; i < 8; i++) await spool.release(await commitOne(`m${i}`));
+      await vi.waitFor(() => expect(releasing).not.toBeNull());
+      await releasing;
+      await spool.close();
+      vi.restoreAllMocks();
+      // The copy was not counted as live (nothing holds a segment), and a tombstone follows it.
+      await vi.waitFor(() => expect(readdirSync(spool.journalDir)).toEqual([]));
+      expect(await restart()).toEqual([]);
+    });
+
     it('keeps a tombstone while the record it releases is on disk: a released message never comes back', async () => {
       spool = opened(new Spool(dir, { segmentMaxBytes: 1 }));
       await spool.init();

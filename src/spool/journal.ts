@@ -28,7 +28,9 @@
  * first (or a crash that kept the older deletion but not the newer one) would bring the released
  * message back at the next start, rejected mail included. A segment still holding a live record
  * (a message whose store commit failed stays in the spool until the next start) holds back the
- * deletion of the newer ones until then. At start, the live records of the previous run's
+ * deletion of the newer ones; once more than COMPACT_AFTER segments wait behind it, its live
+ * records are appended again to the current segment (compaction), so that it and the ones behind
+ * it can go. At start, the live records of the previous run's
  * segments are appended again to a new segment, and the old segments deleted, so after a restart
  * the journal holds only what is live plus one segment.
  *
@@ -59,6 +61,8 @@ const SEGMENT_MAX_BYTES = 4 * 1024 * 1024;
 const SEGMENT_NAME = /^(\d{12})\.log$/;
 /** Bounds one batch (and so one write) under load. */
 const MAX_BATCH = 256;
+/** Finished segments allowed to wait behind one still holding a live record before it is compacted. */
+const COMPACT_AFTER = 4;
 
 /**
  * A message's file name in incoming/: `<id>.eml`, and `<id>.<n>.eml` for its n-th rewrite (eom
@@ -107,6 +111,11 @@ export class SpoolJournal {
   readonly #segments: Segment[] = [];
   #collecting: Promise<void> | null = null;
   #collectAgain = false;
+  /** A compaction in progress (close() waits for it). */
+  #compacting: Promise<void> | null = null;
+  #closing = false;
+  /** Records appended again by compaction ─▶ the segment they are copied from. */
+  readonly #moves = new WeakMap<JournalRecord, Segment>();
   readonly #dirSync: DirectorySync;
   /** Each live message's file name ─▶ the segment holding its record. */
   readonly #segmentOf = new Map<string, Segment>();
@@ -191,7 +200,10 @@ export class SpoolJournal {
    */
   release(id: string, file: string): Promise<void> {
     this.forget(file);
-    const tombstone: JournalRecord = { id, file, released: true };
+    return this.#tombstone({ id, file, released: true });
+  }
+
+  #tombstone(tombstone: JournalRecord): Promise<void> {
     // Once more when the batch failed (that segment is retired; the retry goes into a new one):
     // a tombstone not written lets a crash bring back a message the client was told was refused.
     const written = this.#batches.submit(tombstone).catch(() => this.#batches.submit(tombstone));
@@ -218,6 +230,8 @@ export class SpoolJournal {
    * waits for them otherwise); its file stays while it holds records of unreleased messages.
    */
   async close(): Promise<void> {
+    this.#closing = true;
+    await this.#compacting;
     await Promise.all(this.#releases);
     if (this.#current) await this.#retire(this.#current);
     while (this.#collecting) await this.#collecting;
@@ -242,7 +256,14 @@ export class SpoolJournal {
     segment.bytes += data.length;
     for (const r of records) {
       if (r.released) continue;
-      // A re-append of the same file (a retry) moves its record; the old one stays counted nowhere.
+      const from = this.#moves.get(r);
+      if (from && this.#segmentOf.get(r.file) !== from) {
+        // Compaction copied a record whose message was released meanwhile: the copy may be newer
+        // than the tombstone, and would outlive it. A second tombstone, after the copy, covers it.
+        this.#tombstone({ id: r.id, file: r.file, released: true });
+        continue;
+      }
+      // A re-append of the same file (a retry, a compaction) moves its record; the old one stays counted nowhere.
       this.forget(r.file);
       this.#segmentOf.set(r.file, segment);
       segment.live++;
@@ -305,11 +326,42 @@ export class SpoolJournal {
           this.#segments.shift();
         }
       } while (this.#collectAgain);
+      const head = this.#segments[0];
+      if (head && head.retired && head.live > 0 && this.#segments.length > COMPACT_AFTER + 1) this.#compact(head);
     })().finally(() => {
       this.#collecting = null;
       // Asked for between the last check of the loop and here: run again.
       if (this.#collectAgain) this.#collect();
     });
+  }
+
+  /**
+   * Appends the live records of a finished segment again, to the current one: a message whose
+   * store commit keeps failing, or that takes long to process, must not keep every newer segment
+   * on disk. The copies count instead of the originals once written (#writeBatch); the segment
+   * then holds nothing live and is deleted in turn.
+   */
+  #compact(segment: Segment): void {
+    if (this.#compacting || this.#closing) return;
+    this.#compacting = (async () => {
+      const text = await readFile(join(this.dir, segment.name), 'utf8');
+      const live = new Map<string, JournalRecord>();
+      for (const line of text.split('\n')) {
+        const r = parseRecord(line);
+        if (r && !r.released && this.#segmentOf.get(r.file) === segment) live.set(r.file, r);
+      }
+      await Promise.all(
+        [...live.values()].map((r) => {
+          this.#moves.set(r, segment);
+          return this.#batches.submit(r);
+        }),
+      );
+    })()
+      .catch(() => {}) // tried again at the next collection
+      .finally(() => {
+        this.#compacting = null;
+        this.#collect();
+      });
   }
 }
 

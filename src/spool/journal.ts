@@ -27,12 +27,12 @@
  * order matters: a tombstone is in a newer segment than its record, and deleting the newer one
  * first (or a crash that kept the older deletion but not the newer one) would bring the released
  * message back at the next start, rejected mail included. A segment still holding a live record
- * (a message whose store commit failed stays in the spool until the next start) holds back the
+ * (a message the store keeps failing to take, or one that takes long to process) holds back the
  * deletion of the newer ones; once more than COMPACT_AFTER segments wait behind it, its live
  * records are appended again to the current segment (compaction), so that it and the ones behind
- * it can go. At start, the live records of the previous run's
- * segments are appended again to a new segment, and the old segments deleted, so after a restart
- * the journal holds only what is live plus one segment.
+ * it can go. At start, the live records of the previous run's segments are appended again to a
+ * new segment, and the old segments deleted, so after a restart the journal holds only what is
+ * live plus one segment.
  *
  * A crash can leave a torn last line (never one that was acknowledged: the fdatasync comes
  * first); a segment is never appended to after a failed write or after a restart, so a torn
@@ -90,7 +90,7 @@ interface Segment {
   writing: boolean;
   /** Records appended to it whose message is not released yet. */
   live: number;
-  /** No more appends: full, failed, or closed. Deleted once live reaches 0. */
+  /** No more appends: full, failed, or closed. Deleted once live reaches 0 and every older segment is gone. */
   retired: boolean;
 }
 

@@ -242,7 +242,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     logger.debug('smtp listeners stopped');
     await parsePool?.close();
     // Messages waiting to be stored again stay in the spool for the next start.
-    pipelineRef?.close();
+    await pipelineRef?.close();
     await spool.close();
     // Feed clients hold upgraded sockets the HTTP server would wait for: close them first.
     await feed?.close();

@@ -104,15 +104,19 @@ async function spooled(subject: string) {
   return spool.commit(writer, outcome.size, outcome.sha256, envelope, new Date().toISOString());
 }
 
-/** A pipeline over a store whose first `failures` commits throw, as SQLite does on a full disk. */
-function pipelineWithFailingStore(failures: number) {
+/** A pipeline over a store whose first `failures` commits throw, as SQLite does on a full disk; the others take `delayMs`. */
+function pipelineWithFailingStore(failures: number, delayMs = 0) {
   const published: AnyEvent[] = [];
   const bus = new EventBus();
   bus.subscribe((e) => published.push(e));
   let left = failures;
   // What the pipeline uses of the store; commit fails first.
   const failing: Pick<MessageStore, 'commit' | 'attachmentsDir' | 'discardFiles'> = {
-    commit: (event, raw) => (left-- > 0 ? Promise.reject(Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' })) : store.commit(event, raw)),
+    commit: async (event, raw) => {
+      if (left-- > 0) throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+      await new Promise((r) => setTimeout(r, delayMs));
+      return store.commit(event, raw);
+    },
     attachmentsDir: (id) => store.attachmentsDir(id),
     discardFiles: (id) => store.discardFiles(id),
   };
@@ -140,7 +144,7 @@ it('a message the store failed to take is stored once it works again, without a 
   // Three failures: waits of 20, 40 and 80 ms before the fourth attempt.
   await vi.waitFor(() => expect(store.get(msg.id)?.subject).toBe('retried'), { timeout: 5000 });
   expect(published.map((e) => `${e.type} ${e.id}`)).toEqual([`mail.received ${msg.id}`]);
-  pipeline.close();
+  await pipeline.close();
   await spool.close();
   const next = new Spool(join(dir, 'data'));
   await next.init();
@@ -157,7 +161,7 @@ it('close() cancels the retries: the message stays in the spool for the next sta
   const outcome = await pipeline.process(msg);
   if (outcome.kind !== 'accept') throw new Error('not accepted');
   await outcome.afterReply();
-  pipeline.close();
+  await pipeline.close();
   await new Promise((r) => setTimeout(r, 100)); // past the first retry's time
   expect(published).toEqual([]);
   await spool.close();
@@ -168,4 +172,16 @@ it('close() cancels the retries: the message stays in the spool for the next sta
   } finally {
     await next.close();
   }
+});
+
+it('close() waits for a retry whose store commit is running, so nothing is written after the spool and store close', async () => {
+  const { pipeline, published } = pipelineWithFailingStore(1, 200);
+  const msg = await spooled('in flight at stop');
+  const outcome = await pipeline.process(msg);
+  if (outcome.kind !== 'accept') throw new Error('not accepted');
+  await outcome.afterReply();
+  await new Promise((r) => setTimeout(r, 60)); // the retry (after 20 ms) is now in its 200 ms commit
+  await pipeline.close();
+  expect(store.get(msg.id)?.subject).toBe('in flight at stop');
+  expect(published.map((e) => e.id)).toEqual([msg.id]);
 });

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { newMessageId } from '../src/events/id.js';
 import type { Envelope } from '../src/events/types.js';
 import { CoalescedSync } from '../src/spool/coalesced-sync.js';
+import { SpoolJournal } from '../src/spool/journal.js';
 import { INLINE_MAX, Spool } from '../src/spool/spool.js';
 import { DirectorySync } from '../src/util/fs.js';
 
@@ -639,5 +640,99 @@ describe('Spool.commit', () => {
     expect(readdirSync(spool.incomingDir)).toEqual([]);
     await spool.discard(writer.id);
     expect(readdirSync(spool.tmpDir)).toEqual([]);
+  });
+});
+
+describe('SpoolJournal compaction', () => {
+  let dir: string;
+  let journal: SpoolJournal;
+  let writes = 0;
+  let failWrite: (lines: number) => boolean = () => false;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'mailwire-journal-'));
+    writes = 0;
+    failWrite = () => false;
+    const fh = await fsp.open(dir, 'r');
+    const proto = Object.getPrototypeOf(fh) as fsp.FileHandle;
+    await fh.close();
+    const writev = proto.writev;
+    vi.spyOn(proto, 'writev').mockImplementation(async function (this: fsp.FileHandle, buffers: NodeJS.ArrayBufferView[], position?: number) {
+      writes++;
+      if (failWrite(Buffer.concat(buffers as Buffer[]).toString().split('\n').length - 1)) throw Object.assign(new Error('EIO'), { code: 'EIO' });
+      return writev.call(this, buffers, position);
+    } as typeof writev);
+  });
+  afterEach(async () => {
+    failWrite = () => false;
+    await journal.close();
+    vi.restoreAllMocks();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function open(segmentMaxBytes: number) {
+    journal = new SpoolJournal(dir, { segmentMaxBytes });
+    await journal.init();
+  }
+  const record = (data: string) => {
+    const id = newMessageId();
+    return { id, file: `${id}.eml`, data };
+  };
+  async function liveAfterRestart(): Promise<Set<string>> {
+    await journal.close();
+    const next = new SpoolJournal(dir);
+    await next.init();
+    return new Set((await next.readPrevious()).map((r) => r.id));
+  }
+
+  it('leaves segments whose records are all live alone: copying them would free nothing', async () => {
+    await open(10_000);
+    for (let i = 0; i < 80; i++) await journal.append(record('x'.repeat(1000)));
+    const before = writes;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(writes).toBe(before);
+    expect(readdirSync(dir).length).toBeGreaterThanOrEqual(8);
+  });
+
+  it('a failed batch of copies never turns a live record into a released one', async () => {
+    await open(60_000);
+    // 300 messages accepted together: two batches (256 + 44) in segment 1, none stored yet.
+    const live = Array.from({ length: 300 }, () => record('x'.repeat(60)));
+    await Promise.all(live.map((r) => journal.append(r)));
+    let armed = true; // one write error, on the first batch of compaction copies
+    failWrite = (lines) => {
+      if (!armed || lines < 200) return false;
+      armed = false;
+      return true;
+    };
+    // Segment 1 fills up and 5 more follow, their messages released: compaction starts.
+    for (let i = 0; i < 14; i++) {
+      const r = record('p'.repeat(59_000));
+      if (await journal.append(r).then(() => true, () => false)) await journal.release(r.id, r.file);
+    }
+    await vi.waitFor(() => expect(armed).toBe(false));
+    await new Promise((r) => setTimeout(r, 300));
+    const recovered = await liveAfterRestart();
+    expect(live.filter((r) => !recovered.has(r.id))).toEqual([]);
+  });
+
+  it('after a failed compaction, waits before trying again (a full disk does not make it spin)', async () => {
+    await open(1);
+    const pinned = record('pinned');
+    await journal.append(pinned);
+    for (let i = 0; i < 6; i++) {
+      const r = record('m');
+      await journal.append(r);
+      await journal.release(r.id, r.file);
+    }
+    failWrite = () => true; // the disk fills up
+    const r = record('m');
+    await journal.append(r).catch(() => {});
+    const [w0, files0] = [writes, readdirSync(dir).length];
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(writes - w0).toBeLessThanOrEqual(2);
+    expect(readdirSync(dir).length - files0).toBeLessThanOrEqual(2);
+    failWrite = () => false;
+    expect(await liveAfterRestart()).toEqual(new Set([pinned.id]));
   });
 });

@@ -50,6 +50,8 @@ export class Pipeline {
   readonly #outcomes;
   readonly #seconds;
   readonly #retries = new Set<NodeJS.Timeout>();
+  /** Retries whose store commit is running (close() waits for them). */
+  readonly #retrying = new Set<Promise<void>>();
   #closed = false;
 
   constructor(private readonly deps: PipelineDeps) {
@@ -152,11 +154,15 @@ export class Pipeline {
     }
   }
 
-  /** Cancels the pending store retries (at stop, before the store closes); their messages stay in the spool. */
-  close(): void {
+  /**
+   * Cancels the pending store retries and waits for those running (at stop, before the spool and
+   * the store close); the messages not stored stay in the spool for the next start.
+   */
+  async close(): Promise<void> {
     this.#closed = true;
     for (const timer of this.#retries) clearTimeout(timer);
     this.#retries.clear();
+    await Promise.all(this.#retrying);
   }
 
   async #store(event: MailEvent, msg: SpooledMessage, started: number): Promise<void> {
@@ -176,7 +182,10 @@ export class Pipeline {
     logger.error({ err, id: msg.id, attempt, retryInMs: delayMs }, 'storing an accepted message failed; it stays in the spool and is tried again');
     const timer = setTimeout(() => {
       this.#retries.delete(timer);
-      this.#store(event, msg, started).catch((e: unknown) => this.#retryLater(event, msg, started, e, attempt + 1));
+      const running: Promise<void> = this.#store(event, msg, started)
+        .catch((e: unknown) => this.#retryLater(event, msg, started, e, attempt + 1))
+        .finally(() => this.#retrying.delete(running));
+      this.#retrying.add(running);
     }, delayMs);
     timer.unref();
     this.#retries.add(timer);

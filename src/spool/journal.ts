@@ -63,6 +63,15 @@ const SEGMENT_NAME = /^(\d{12})\.log$/;
 const MAX_BATCH = 256;
 /** Finished segments allowed to wait behind one still holding a live record before it is compacted. */
 const COMPACT_AFTER = 4;
+/**
+ * Compaction copies a head segment's live records only when they are at most this share of the
+ * bytes it frees (the head's released records and the finished segments right behind it that
+ * would go with it). Live records behind live records (the store is down, a large backlog) free
+ * nothing: copying them would only move them to the tail, again and again.
+ */
+const COMPACT_MAX_COPY_SHARE = 0.25;
+/** After a compaction failed (disk full), none is tried for this long. */
+const COMPACT_BACKOFF_MS = 5000;
 
 /**
  * A message's file name in incoming/: `<id>.eml`, and `<id>.<n>.eml` for its n-th rewrite (eom
@@ -90,6 +99,8 @@ interface Segment {
   writing: boolean;
   /** Records appended to it whose message is not released yet. */
   live: number;
+  /** Their bytes (lines) in the segment. */
+  liveBytes: number;
   /** No more appends: full, failed, or closed. Deleted once live reaches 0 and every older segment is gone. */
   retired: boolean;
 }
@@ -113,12 +124,18 @@ export class SpoolJournal {
   #collectAgain = false;
   /** A compaction in progress (close() waits for it). */
   #compacting: Promise<void> | null = null;
+  /** performance.now() before which no compaction is started (after a failure). */
+  #compactNotBefore = 0;
   #closing = false;
+  /** close() has finished: nothing more is written. */
+  #closed = false;
   /** Records appended again by compaction ─▶ the segment they are copied from. */
   readonly #moves = new WeakMap<JournalRecord, Segment>();
   readonly #dirSync: DirectorySync;
   /** Each live message's file name ─▶ the segment holding its record. */
   readonly #segmentOf = new Map<string, Segment>();
+  /** Each live message's file name ─▶ the length of its record's line. */
+  readonly #lineBytes = new Map<string, number>();
   /** Tombstones submitted and not yet written (see close()). */
   readonly #releases = new Set<Promise<void>>();
   readonly #batches = new GroupCommit<JournalRecord, void>((records) => this.#writeBatch(records), { maxBatch: MAX_BATCH });
@@ -191,6 +208,7 @@ export class SpoolJournal {
 
   /** Resolves once the record is durable. */
   append(record: JournalRecord): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('spool journal is closed'));
     return this.#batches.submit(record);
   }
 
@@ -204,6 +222,8 @@ export class SpoolJournal {
   }
 
   #tombstone(tombstone: JournalRecord): Promise<void> {
+    // After close(), a tombstone is not written: recovery processes the message again (idempotent).
+    if (this.#closed) return Promise.reject(new Error('spool journal is closed'));
     // Once more when the batch failed (that segment is retired; the retry goes into a new one):
     // a tombstone not written lets a crash bring back a message the client was told was refused.
     const written = this.#batches.submit(tombstone).catch(() => this.#batches.submit(tombstone));
@@ -222,6 +242,8 @@ export class SpoolJournal {
     if (!segment) return;
     this.#segmentOf.delete(file);
     segment.live--;
+    segment.liveBytes -= this.#lineBytes.get(file) ?? 0;
+    this.#lineBytes.delete(file);
     if (segment.live === 0) this.#collect();
   }
 
@@ -235,12 +257,14 @@ export class SpoolJournal {
     await Promise.all(this.#releases);
     if (this.#current) await this.#retire(this.#current);
     while (this.#collecting) await this.#collecting;
+    this.#closed = true;
     await this.#dirSync.close();
   }
 
   async #writeBatch(records: readonly JournalRecord[]): Promise<{ ok: true; value: undefined }[]> {
     const segment = await this.#segmentFor();
-    const data = Buffer.from(records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+    const lines = records.map((r) => `${JSON.stringify(r)}\n`);
+    const data = Buffer.from(lines.join(''));
     segment.writing = true;
     try {
       // The file is open with O_APPEND: every write goes to its end.
@@ -254,23 +278,27 @@ export class SpoolJournal {
     }
     segment.writing = false;
     segment.bytes += data.length;
-    for (const r of records) {
+    for (const [i, r] of records.entries()) {
       if (r.released) continue;
       const from = this.#moves.get(r);
       if (from && this.#segmentOf.get(r.file) !== from) {
-        // Compaction copied a record whose message was released meanwhile: the copy may be newer
-        // than the tombstone, and would outlive it. A second tombstone, after the copy, covers it.
-        this.#tombstone({ id: r.id, file: r.file, released: true });
+        // A compaction copy whose record is no longer where it was copied from. Released
+        // meanwhile: the copy may be newer than the tombstone and would outlive it, so a second
+        // tombstone follows it. Moved (another copy was counted first): this one just does not count.
+        if (!this.#segmentOf.has(r.file)) void this.#tombstone({ id: r.id, file: r.file, released: true }).catch(() => {});
         continue;
       }
       // A re-append of the same file (a retry, a compaction) moves its record; the old one stays counted nowhere.
       this.forget(r.file);
+      const bytes = Buffer.byteLength(lines[i]!);
       this.#segmentOf.set(r.file, segment);
+      this.#lineBytes.set(r.file, bytes);
       segment.live++;
+      segment.liveBytes += bytes;
     }
     if (segment.bytes >= this.#segmentMax) void this.#retire(segment);
     // Retired while this batch was written (close()): it may be done with now.
-    else if (segment.retired) this.#collect();
+    if (segment.retired) this.#collect();
     return records.map(() => ({ ok: true, value: undefined }));
   }
 
@@ -281,7 +309,7 @@ export class SpoolJournal {
     const seq = this.#nextSeq++;
     const name = segmentName(seq);
     const fh = await open(join(this.dir, name), 'ax', 0o600);
-    const segment: Segment = { seq, name, fh, bytes: 0, writing: false, live: 0, retired: false };
+    const segment: Segment = { seq, name, fh, bytes: 0, writing: false, live: 0, liveBytes: 0, retired: false };
     // Listed before the sync: if that fails, the (empty) segment is retired and deleted in turn.
     this.#segments.push(segment);
     try {
@@ -327,12 +355,25 @@ export class SpoolJournal {
         }
       } while (this.#collectAgain);
       const head = this.#segments[0];
-      if (head && head.retired && head.live > 0 && this.#segments.length > COMPACT_AFTER + 1) this.#compact(head);
+      if (head && head.retired && head.live > 0 && this.#segments.length > COMPACT_AFTER + 1 && head.liveBytes <= this.#freedByCompacting(head) * COMPACT_MAX_COPY_SHARE) {
+        this.#compact(head);
+      }
     })().finally(() => {
       this.#collecting = null;
       // Asked for between the last check of the loop and here: run again.
       if (this.#collectAgain) this.#collect();
     });
+  }
+
+  /** The bytes deleted once the head holds nothing live: its released records, and the finished segments behind it. */
+  #freedByCompacting(head: Segment): number {
+    let freed = head.bytes - head.liveBytes;
+    for (let i = 1; i < this.#segments.length; i++) {
+      const s = this.#segments[i]!;
+      if (!s.retired || s.writing || s.live > 0) break;
+      freed += s.bytes;
+    }
+    return freed;
   }
 
   /**
@@ -342,7 +383,7 @@ export class SpoolJournal {
    * then holds nothing live and is deleted in turn.
    */
   #compact(segment: Segment): void {
-    if (this.#compacting || this.#closing) return;
+    if (this.#compacting || this.#closing || performance.now() < this.#compactNotBefore) return;
     this.#compacting = (async () => {
       const text = await readFile(join(this.dir, segment.name), 'utf8');
       const live = new Map<string, JournalRecord>();
@@ -350,18 +391,25 @@ export class SpoolJournal {
         const r = parseRecord(line);
         if (r && !r.released && this.#segmentOf.get(r.file) === segment) live.set(r.file, r);
       }
-      await Promise.all(
+      // Settled, not failed fast: the next compaction must not start while copies are still queued.
+      const written = await Promise.allSettled(
         [...live.values()].map((r) => {
           this.#moves.set(r, segment);
           return this.#batches.submit(r);
         }),
       );
-    })()
-      .catch(() => {}) // tried again at the next collection
-      .finally(() => {
+      if (written.some((w) => w.status === 'rejected')) throw new Error('compaction: a copy was not written');
+    })().then(
+      () => {
         this.#compacting = null;
         this.#collect();
-      });
+      },
+      () => {
+        // Tried again at a later collection, not at once: a full disk would make this spin.
+        this.#compacting = null;
+        this.#compactNotBefore = performance.now() + COMPACT_BACKOFF_MS;
+      },
+    );
   }
 }
 

@@ -185,3 +185,20 @@ it('close() waits for a retry whose store commit is running, so nothing is writt
   expect(store.get(msg.id)?.subject).toBe('in flight at stop');
   expect(published.map((e) => e.id)).toEqual([msg.id]);
 });
+
+it('a message an eom hook discards is out of the spool before the 250 is sent: a crash after the reply cannot store it', async () => {
+  const { pipeline } = pipelineWithFailingStore(0);
+  const discarding = { has: (phase: string) => phase === 'eom', run: async () => ({ kind: 'discard', disconnect: false }), records: () => [] };
+  const msg = await spooled('discarded');
+  const outcome = await pipeline.process(msg, discarding as unknown as HookSession);
+  expect(outcome.kind).toBe('accept');
+  // The reply would go out now; the process dies before afterReply runs.
+  const next = new Spool(join(dir, 'data'));
+  await next.init();
+  try {
+    expect(await next.recover()).toEqual([]);
+  } finally {
+    await next.close();
+  }
+  expect(store.get(msg.id)).toBeNull();
+});

@@ -15,6 +15,7 @@ import { queuedId, startTestApp, storedEvent, waitFor, type TestApp } from './he
 import { freePort } from './helpers/ports.js';
 import { RawSmtp } from './helpers/raw-smtp.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
+import { startHookApp, type HookApp } from './helpers/hooks.js';
 
 const MESSAGE = (rcpt: string, subject: string) =>
   [`From: Sender <sender@client.test>`, `To: <${rcpt}>`, `Subject: ${subject}`, 'Message-ID: <relay-test@client.test>', '', 'Hello upstream.', 'Second line.', ''].join('\r\n');
@@ -352,5 +353,93 @@ describe('a relayed message left in the spool by a crash', () => {
       await sink.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('eom hooks on relayed mail (run before relaying, as on /submit)', () => {
+  let sink: SmtpSink;
+  let h: HookApp;
+  const seen: Record<string, unknown>[] = [];
+
+  beforeAll(async () => {
+    sink = await startSmtpSink();
+    h = await startHookApp(
+      {
+        // Decides by the Subject: what a content policy on outbound mail would do.
+        'policy.js': `export default { eom(ctx) {
+          globalThis.__relaySeen?.push({ type: ctx.event.type, subject: ctx.event.subject, spam: ctx.spam.status, rcptTo: ctx.event.envelope.rcptTo });
+          const subject = ctx.event.subject ?? '';
+          if (subject.includes('secret')) return { verdict: 'reject', code: 550, enhanced: '5.7.1', message: 'Outbound policy: not sent' };
+          if (subject.includes('drop')) return { verdict: 'discard' };
+          if (subject.includes('copy')) ctx.addRecipient('archive@example.org');
+          if (subject.includes('nobody')) ctx.removeRecipient(ctx.event.envelope.rcptTo[0]);
+          ctx.addHeader('X-Outbound-Policy', 'checked');
+          ctx.deleteHeader('X-Internal');
+        } };\n`,
+      },
+      { eom: ['policy.js'] },
+      {
+        tables: {
+          domains: 'accept: [local.test]\n',
+          mailertable: `default: { mailer: ESMTP, host: 127.0.0.1, port: ${sink.port} }\n`,
+          recipients: 'domainpart: [example.org]\n',
+        },
+      },
+    );
+    (globalThis as { __relaySeen?: unknown[] }).__relaySeen = seen;
+  });
+  afterAll(async () => {
+    delete (globalThis as { __relaySeen?: unknown[] }).__relaySeen;
+    await h?.stop();
+    await sink?.close();
+  });
+
+  async function relay(subject: string, extra = '') {
+    const c = await open(h.t.smtpPort);
+    expect(await envelope(c, 'sender@client.test', ['friend@example.org'])).toEqual([{ code: 250, line: '250 2.1.5 Accepted' }]);
+    const body = [`From: <sender@client.test>`, `To: <friend@example.org>`, `Subject: ${subject}`, ...(extra ? [extra] : []), '', 'Hello.', ''].join('\r\n');
+    const reply = await data(c, body);
+    c.close();
+    return reply;
+  }
+
+  it('applies header edits to the relayed bytes, and shows the hook a mail.relayed view, unscored', async () => {
+    const before = sink.messages.length;
+    const reply = await relay('quarterly report', 'X-Internal: do not leak');
+    expect(reply.code).toBe(250);
+    const [arrived] = (await sink.waitFor(before + 1)).slice(before);
+    const wire = arrived!.data.toString('latin1');
+    expect(wire).toContain('\r\nX-Outbound-Policy: checked\r\n');
+    expect(wire).not.toContain('X-Internal');
+    expect(wire.endsWith('\r\n\r\nHello.\r\n')).toBe(true);
+    expect(seen.at(-1)).toEqual({ type: 'mail.relayed', subject: 'quarterly report', spam: 'skipped', rcptTo: ['friend@example.org'] });
+  });
+
+  it("answers with the hook's refusal and relays nothing", async () => {
+    const before = sink.messages.length;
+    expect(await relay('the secret plan')).toEqual({ code: 550, line: '550 5.7.1 Outbound policy: not sent' });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(sink.messages.length).toBe(before);
+    await spoolDrained(h.t);
+  });
+
+  it('a discard, or removing the only recipient, answers 250 and relays nothing', async () => {
+    const before = sink.messages.length;
+    for (const subject of ['drop this', 'for nobody']) {
+      const reply = await relay(subject);
+      expect(reply.code).toBe(250);
+      expect(reply.line).toMatch(/^250 2\.0\.0 Ok: queued as [0-9A-Z]{26}$/);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    expect(sink.messages.length).toBe(before);
+    await spoolDrained(h.t);
+  });
+
+  it('relays to a recipient the hook adds as well, after the client\'s', async () => {
+    const before = sink.messages.length;
+    expect((await relay('copy for the archive')).code).toBe(250);
+    const arrived = (await sink.waitFor(before + 2)).slice(before);
+    expect(arrived.map((m) => m.to)).toEqual([['friend@example.org'], ['archive@example.org']]);
+    expect(arrived.every((m) => m.data.toString('latin1').includes('X-Outbound-Policy: checked'))).toBe(true);
   });
 });

@@ -15,6 +15,18 @@ export function headerField(raw: string): HeaderField {
   return colon > 0 ? { name: raw.slice(0, colon).trim(), value: unfold(raw.slice(colon + 1)) } : { name: '', value: unfold(raw) };
 }
 
+/** A whole message in memory as its header block (fields ending in CRLF, no blank line) and its body. */
+export function splitMessage(raw: Buffer): { block: string; body: Buffer } {
+  const end = raw.indexOf('\r\n\r\n');
+  if (end === -1) return { block: raw.toString('utf8'), body: Buffer.alloc(0) };
+  return { block: raw.subarray(0, end + 2).toString('utf8'), body: raw.subarray(end + 4) };
+}
+
+/** Header fields of a block, values unfolded and trimmed (as the SMTP stream tap gives them). */
+export function headerFields(block: string): HeaderField[] {
+  return rawFields(block).map(headerField);
+}
+
 /** A header block (lines ending in CRLF, no blank line) as raw fields, each with its continuation lines and CRLFs. */
 export function rawFields(block: string): string[] {
   const fields: string[] = [];

@@ -6,6 +6,11 @@
  * reply (no queue, like Haineko). The spool entry is released afterwards whatever the outcome:
  * a relayed message is never stored as local mail (no mail.received event).
  *
+ * eom hooks run before relaying (relay-eom.ts): their refusal is the client's reply, a discard
+ * answers 250 and relays nothing, and their edits change what is relayed. A recipient a hook
+ * adds is relayed to as well, after the client's, in order; the reply is the first refusal, or
+ * the last recipient's acceptance.
+ *
  * Reply mapping (the client sees the upstream's code, enhanced code and text):
  *   2xx, or a local mailer's 200 (File, Screen, Discard) ─▶ 250 with the upstream's text
  *   4xx / 5xx                                             ─▶ the same code and enhanced code
@@ -19,6 +24,8 @@ import type { ResponseEntry } from '../relay/types.js';
 import type { Routing } from '../routing/types.js';
 import type { MessageOutcome } from '../smtp/transaction.js';
 import type { Spool, SpooledMessage } from '../spool/spool.js';
+import type { HookSession } from '../hooks/runner.js';
+import { relayEom } from './relay-eom.js';
 
 export interface OutboundRelayDeps {
   routing(): Routing;
@@ -31,7 +38,7 @@ export interface OutboundRelayDeps {
 export interface OutboundRelay {
   mayRelay(client: { remoteAddress: string; user: string | null }): boolean;
   recipientAllowed(rcpt: string): boolean;
-  deliver(msg: SpooledMessage, rcpt: string): Promise<MessageOutcome>;
+  deliver(msg: SpooledMessage, rcpt: string, hooks?: HookSession | null): Promise<MessageOutcome>;
 }
 
 // The reply text we pass back is one line; an upstream sending pages of text should not make
@@ -45,36 +52,60 @@ export function createOutboundRelay(deps: OutboundRelayDeps): OutboundRelay {
     // default, only after STARTTLS), and it checks the password table.
     mayRelay: (client) => client.user !== null || deps.routing().relayAllowed(client.remoteAddress),
     recipientAllowed: (rcpt) => deps.routing().recipientAllowed(rcpt),
-    async deliver(msg, rcpt) {
+    async deliver(msg, rcpt, hooks = null) {
       const started = performance.now();
-      const sender = msg.envelope.mailFrom;
-      const route = deps.routing().route(rcpt, sender);
       // The mailers take the bytes synchronously (OutboundMessage.raw); the size is bounded by
       // smtp.limits.max_message_size, enforced while spooling. Our Received: header is included.
-      const raw = await readRaw(msg.raw);
-      const result = await deps.relay.deliver({ sender, rcpt, route, message: { queueid: msg.id, raw: () => raw, json: null } });
-      const reply = smtpReply(result);
-      logger.info(
-        {
-          id: msg.id,
-          from: sender,
-          rcpt,
-          ip: msg.envelope.remoteAddress,
-          user: msg.envelope.auth?.user ?? null,
-          size: msg.size,
-          route: route.source,
-          mailer: route.mailer,
-          upstream: result.code,
-          dsn: result.dsn,
-          code: reply.code,
-          ms: Math.round(performance.now() - started),
-        },
-        'relayed message',
-      );
+      let raw = await readRaw(msg.raw);
+      let sender = msg.envelope.mailFrom;
+      let rcptTo = [rcpt];
+      let disconnect = false;
+      if (hooks?.has('eom')) {
+        const eom = await relayEom(hooks, msg, rcpt, raw);
+        const base = { id: msg.id, from: sender, rcpt, ip: msg.envelope.remoteAddress, user: msg.envelope.auth?.user ?? null, size: msg.size };
+        if (eom.kind === 'refuse') {
+          logger.info({ ...base, code: eom.code, result: 'rejected-hook' }, 'relayed message');
+          // transaction.ts releases the spool entry of a refused message before replying.
+          return { kind: 'reject', code: eom.code, enhanced: eom.enhanced, message: eom.message, disconnect: eom.disconnect };
+        }
+        if (eom.kind === 'discard') {
+          // Out of the spool before the 250: recovery drops relayed entries anyway, but nothing waits on it.
+          await deps.spool.release(msg);
+          logger.info({ ...base, code: 250, result: 'discarded-hook' }, 'relayed message');
+          return { kind: 'accept', disconnect: eom.disconnect, afterReply: () => Promise.resolve() };
+        }
+        ({ raw, sender, rcptTo, disconnect } = eom);
+      }
+      let reply: SmtpReply | null = null;
+      for (const to of rcptTo) {
+        const route = deps.routing().route(to, sender);
+        const bytes = raw;
+        const result = await deps.relay.deliver({ sender, rcpt: to, route, message: { queueid: msg.id, raw: () => bytes, json: null } });
+        reply = smtpReply(result);
+        logger.info(
+          {
+            id: msg.id,
+            from: sender,
+            rcpt: to,
+            ip: msg.envelope.remoteAddress,
+            user: msg.envelope.auth?.user ?? null,
+            size: msg.size,
+            route: route.source,
+            mailer: route.mailer,
+            upstream: result.code,
+            dsn: result.dsn,
+            code: reply.code,
+            ms: Math.round(performance.now() - started),
+          },
+          'relayed message',
+        );
+        if (reply.code !== 250) break;
+      }
+      const last = reply!;
       const release = () => deps.spool.release(msg);
-      if (reply.code === 250) return { kind: 'accept', reply: `${reply.enhanced} ${reply.text}`, afterReply: release };
+      if (last.code === 250) return { kind: 'accept', reply: `${last.enhanced} ${last.text}`, disconnect, afterReply: release };
       // transaction.ts releases the spool entry of a refused message before replying.
-      return { kind: 'reject', code: reply.code, enhanced: reply.enhanced, message: reply.text };
+      return { kind: 'reject', code: last.code, enhanced: last.enhanced, message: last.text, disconnect };
     },
   };
 }

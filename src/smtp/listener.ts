@@ -64,7 +64,7 @@ export interface SmtpRelay {
   /** The recipients table allows relaying to this address. */
   recipientAllowed(rcpt: string): boolean;
   /** Delivers a spooled relayed message; the outcome carries the upstream's reply. */
-  deliver(msg: SpooledMessage, rcpt: string): Promise<MessageOutcome>;
+  deliver(msg: SpooledMessage, rcpt: string, hooks: HookSession | null): Promise<MessageOutcome>;
 }
 
 export interface SmtpAddresses {
@@ -441,7 +441,7 @@ export class SmtpListener {
       spool,
       logger,
       // A relayed message goes to the upstream (its reply is the client's); local mail to the pipeline.
-      onMessage: relay && relayRcpt ? (msg) => relay.deliver(msg, relayRcpt) : (msg) => this.deps.onMessage(msg, state.hooks),
+      onMessage: relay && relayRcpt ? (msg) => relay.deliver(msg, relayRcpt, state.hooks) : (msg) => this.deps.onMessage(msg, state.hooks),
       ...(relayRcpt ? { relay: { rcpt: relayRcpt } } : {}),
       hooks: state.hooks,
       hookLimits: { maxHeaderBytes: HOOK_MAX_HEADER_BYTES, maxHeaders: config.parse.max_headers },

@@ -11,7 +11,7 @@
  */
 import type { AddressParams, EventView, HeaderField, Phase, SpamView } from '../hooks/api.js';
 import { EomEdits } from '../hooks/edits.js';
-import { headerField, rawFields } from '../hooks/fields.js';
+import { headerFields, splitMessage } from '../hooks/fields.js';
 import { editHeaderBlock } from '../hooks/rewrite.js';
 import { isReply, type HookRunner, type HookSession, type PhaseResult, type ReplyResult } from '../hooks/runner.js';
 import type { OutboundMessage, ResponseEntry } from '../relay/types.js';
@@ -42,17 +42,6 @@ function refusal(phase: Phase, r: ReplyResult, rcpt: string | null = null): Resp
 }
 
 /** The header block and body of a built message (it always has a blank line). */
-function split(raw: Buffer): { block: string; body: Buffer } {
-  const end = raw.indexOf('\r\n\r\n');
-  if (end === -1) return { block: raw.toString('utf8'), body: Buffer.alloc(0) };
-  return { block: raw.subarray(0, end + 2).toString('utf8'), body: raw.subarray(end + 4) };
-}
-
-/** Header fields of a block, values unfolded and trimmed (as the SMTP stream tap gives them). */
-function fields(block: string): HeaderField[] {
-  return rawFields(block).map(headerField);
-}
-
 export class SubmitHooks {
   #done = false;
 
@@ -110,9 +99,9 @@ export class SubmitHooks {
     }
     const first = rcptTo[0] ?? '';
     const raw = message.raw(first);
-    const { block, body } = split(raw);
+    const { block, body } = splitMessage(raw);
     // The To: built for the first recipient is the one field that differs per copy.
-    const all = fields(block);
+    const all = headerFields(block);
     const to = all.findIndex((h) => h.name === 'To' && h.value === first);
     const headers = to === -1 ? all : [...all.slice(0, to), ...all.slice(to + 1)];
     this.session.beginMessage(message.queueid, started);
@@ -140,7 +129,7 @@ export class SubmitHooks {
       ? {
           ...message,
           raw: (rcpt) => {
-            const parts = split(message.raw(rcpt));
+            const parts = splitMessage(message.raw(rcpt));
             return Buffer.concat([Buffer.from(`${editHeaderBlock(parts.block, edits.headers)}\r\n`, 'utf8'), parts.body]);
           },
         }

@@ -20,11 +20,13 @@ export interface HookApp {
 export async function startHookApp(
   files: Record<string, string>,
   phases: Record<string, string[]>,
-  opts: { timeoutMs?: number; spamd?: boolean; config?: Record<string, unknown> } = {},
+  opts: { timeoutMs?: number; spamd?: boolean; config?: Record<string, unknown>; tables?: Record<string, string> } = {},
 ): Promise<HookApp> {
   const dir = mkdtempSync(join(tmpdir(), 'mailwire-hooks-'));
   const hooksDir = join(dir, 'config', 'hooks');
   mkdirSync(hooksDir, { recursive: true });
+  // Other config files (domains, mailertable, recipients, ...).
+  for (const [name, content] of Object.entries(opts.tables ?? {})) writeFileSync(join(dir, 'config', name), content);
   // As shipped in config/hooks/: hook files are ES modules (errors at load then carry their line).
   writeFileSync(join(hooksDir, 'package.json'), '{ "type": "module" }\n');
   const write = (file: string, source: string) => writeFileSync(join(hooksDir, file), source);

@@ -41,6 +41,17 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** What a new start would find in the spool (init and recover, as the app does). */
+async function recoveredAtRestart() {
+  const next = new Spool(join(dir, 'data'));
+  await next.init();
+  try {
+    return await next.recover();
+  } finally {
+    await next.close();
+  }
+}
+
 const envelope: Envelope = { mailFrom: 'a@example.org', rcptTo: ['b@example.net'], remoteAddress: '127.0.0.1', remotePort: 1, clientHostname: '', helo: 'x', tls: null, auth: null };
 
 /** A hook session with one eom hook that adds a header (so the message is rewritten and parsed again). */
@@ -85,13 +96,7 @@ it('a failed parse of the edited message leaves nothing in the spool: the client
   await spool.release(msg);
   await spool.close();
 
-  const next = new Spool(join(dir, 'data'));
-  await next.init();
-  try {
-    expect(await next.recover()).toEqual([]);
-  } finally {
-    await next.close();
-  }
+  expect(await recoveredAtRestart()).toEqual([]);
 });
 
 /** A spooled message, as the SMTP side leaves it before the pipeline runs. */
@@ -146,13 +151,7 @@ it('a message the store failed to take is stored once it works again, without a 
   expect(published.map((e) => `${e.type} ${e.id}`)).toEqual([`mail.received ${msg.id}`]);
   await pipeline.close();
   await spool.close();
-  const next = new Spool(join(dir, 'data'));
-  await next.init();
-  try {
-    expect(await next.recover()).toEqual([]); // released once stored
-  } finally {
-    await next.close();
-  }
+  expect(await recoveredAtRestart()).toEqual([]); // released once stored
 });
 
 it('close() cancels the retries: the message stays in the spool for the next start', async () => {
@@ -165,13 +164,7 @@ it('close() cancels the retries: the message stays in the spool for the next sta
   await new Promise((r) => setTimeout(r, 100)); // past the first retry's time
   expect(published).toEqual([]);
   await spool.close();
-  const next = new Spool(join(dir, 'data'));
-  await next.init();
-  try {
-    expect((await next.recover()).map((m) => m.id)).toEqual([msg.id]);
-  } finally {
-    await next.close();
-  }
+  expect((await recoveredAtRestart()).map((m) => m.id)).toEqual([msg.id]);
 });
 
 it('close() waits for a retry whose store commit is running, so nothing is written after the spool and store close', async () => {
@@ -193,12 +186,6 @@ it('a message an eom hook discards is out of the spool before the 250 is sent: a
   const outcome = await pipeline.process(msg, discarding as unknown as HookSession);
   expect(outcome.kind).toBe('accept');
   // The reply would go out now; the process dies before afterReply runs.
-  const next = new Spool(join(dir, 'data'));
-  await next.init();
-  try {
-    expect(await next.recover()).toEqual([]);
-  } finally {
-    await next.close();
-  }
+  expect(await recoveredAtRestart()).toEqual([]);
   expect(store.get(msg.id)).toBeNull();
 });

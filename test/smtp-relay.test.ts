@@ -443,3 +443,49 @@ describe('eom hooks on relayed mail (run before relaying, as on /submit)', () =>
     expect(arrived.every((m) => m.data.toString('latin1').includes('X-Outbound-Policy: checked'))).toBe(true);
   });
 });
+
+describe('eom hooks on relayed mail: the reply and the limits', () => {
+  let sink: SmtpSink;
+  let h: HookApp;
+
+  beforeAll(async () => {
+    sink = await startSmtpSink({ dataReplies: { 'full@example.org': [452, '4.2.2 Mailbox full, try again later'] } });
+    h = await startHookApp(
+      { 'cc.js': `export default { eom(ctx) { ctx.addRecipient('full@example.org'); } };\n` },
+      { eom: ['cc.js'] },
+      {
+        tables: {
+          domains: 'accept: [local.test]\n',
+          mailertable: `default: { mailer: ESMTP, host: 127.0.0.1, port: ${sink.port} }\n`,
+          recipients: 'domainpart: [example.org]\n',
+        },
+      },
+    );
+  });
+  afterAll(async () => {
+    await h?.stop();
+    await sink?.close();
+  });
+
+  it("answers with the client's recipient's outcome: an added recipient's refusal is only logged (a retry would duplicate)", async () => {
+    const c = await open(h.t.smtpPort);
+    await envelope(c, 'sender@client.test', ['friend@example.org']);
+    const reply = await data(c, ['From: <sender@client.test>', 'Subject: hello', '', 'Hi.', ''].join('\r\n'));
+    c.close();
+    expect(reply.code).toBe(250);
+    const logged = await waitFor(async () => h.logs.find((l) => l.msg === 'relayed message' && l.rcpt === 'full@example.org'));
+    expect(logged).toMatchObject({ upstream: 452, code: 452, dsn: '4.2.2' });
+    expect(sink.messages.map((m) => m.to)).toEqual([['friend@example.org']]);
+    await spoolDrained(h.t);
+  });
+
+  it('refuses a header block over 1 MiB with 552 5.3.4 rather than let it past the hooks', async () => {
+    const c = await open(h.t.smtpPort);
+    await envelope(c, 'sender@client.test', ['friend@example.org']);
+    const filler = Array.from({ length: 20_000 }, (_, i) => `X-Filler-${i}: ${'a'.repeat(50)}`).join('\r\n');
+    const reply = await data(c, `Subject: no blank line\r\n${filler}\r\n`);
+    c.close();
+    expect(reply).toEqual({ code: 552, line: '552 5.3.4 Message header block too large' });
+    await spoolDrained(h.t);
+  });
+});

@@ -7,9 +7,11 @@
  * a relayed message is never stored as local mail (no mail.received event).
  *
  * eom hooks run before relaying (relay-eom.ts): their refusal is the client's reply, a discard
- * answers 250 and relays nothing, and their edits change what is relayed. A recipient a hook
- * adds is relayed to as well, after the client's, in order; the reply is the first refusal, or
- * the last recipient's acceptance.
+ * answers 250 and relays nothing, and their edits change what is relayed. The reply is the
+ * upstream's for the first recipient (the client's, unless a hook removed it). Recipients a hook
+ * added are relayed to once that one is accepted, after the reply, and their outcomes are only
+ * logged: a failure there must not make the client send again to a recipient that already has
+ * the message.
  *
  * Reply mapping (the client sees the upstream's code, enhanced code and text):
  *   2xx, or a local mailer's 200 (File, Screen, Discard) ─▶ 250 with the upstream's text
@@ -76,12 +78,11 @@ export function createOutboundRelay(deps: OutboundRelayDeps): OutboundRelay {
         }
         ({ raw, sender, rcptTo, disconnect } = eom);
       }
-      let reply: SmtpReply | null = null;
-      for (const to of rcptTo) {
+      const bytes = raw;
+      const relayTo = async (to: string): Promise<SmtpReply> => {
         const route = deps.routing().route(to, sender);
-        const bytes = raw;
         const result = await deps.relay.deliver({ sender, rcpt: to, route, message: { queueid: msg.id, raw: () => bytes, json: null } });
-        reply = smtpReply(result);
+        const reply = smtpReply(result);
         logger.info(
           {
             id: msg.id,
@@ -99,13 +100,23 @@ export function createOutboundRelay(deps: OutboundRelayDeps): OutboundRelay {
           },
           'relayed message',
         );
-        if (reply.code !== 250) break;
+        return reply;
+      };
+      const [first, ...added] = rcptTo;
+      const reply = await relayTo(first!);
+      if (reply.code !== 250) {
+        // transaction.ts releases the spool entry of a refused message before replying.
+        return { kind: 'reject', code: reply.code, enhanced: reply.enhanced, message: reply.text, disconnect };
       }
-      const last = reply!;
-      const release = () => deps.spool.release(msg);
-      if (last.code === 250) return { kind: 'accept', reply: `${last.enhanced} ${last.text}`, disconnect, afterReply: release };
-      // transaction.ts releases the spool entry of a refused message before replying.
-      return { kind: 'reject', code: last.code, enhanced: last.enhanced, message: last.text, disconnect };
+      const afterReply = async () => {
+        // After the reply: a slow upstream for an added recipient must not hold the client's
+        // reply until it gives up and sends again.
+        for (const to of added) {
+          await relayTo(to).catch((err: unknown) => logger.error({ err, id: msg.id, rcpt: to }, 'relaying to a recipient a hook added failed'));
+        }
+        await deps.spool.release(msg);
+      };
+      return { kind: 'accept', reply: `${reply.enhanced} ${reply.text}`, disconnect, afterReply };
     },
   };
 }

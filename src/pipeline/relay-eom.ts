@@ -9,7 +9,7 @@
 import type { EventView, SpamView } from '../hooks/api.js';
 import { EomEdits } from '../hooks/edits.js';
 import { headerFields, splitMessage } from '../hooks/fields.js';
-import { editHeaderBlock } from '../hooks/rewrite.js';
+import { editHeaderBlock, MAX_HEADER_BLOCK } from '../hooks/rewrite.js';
 import { isReply, type HookSession } from '../hooks/runner.js';
 import type { SpooledMessage } from '../spool/spool.js';
 
@@ -24,6 +24,11 @@ export type RelayEomOutcome =
 
 export async function relayEom(hooks: HookSession, msg: SpooledMessage, rcpt: string, raw: Buffer): Promise<RelayEomOutcome> {
   const { block, body } = splitMessage(raw);
+  // As on local mail (rewrite.ts, stream.ts): a header block no hook can be shown whole is
+  // refused rather than let past the hooks (a message with no blank line is all header).
+  if (Buffer.byteLength(block) > MAX_HEADER_BLOCK) {
+    return { kind: 'refuse', code: 552, enhanced: '5.3.4', message: 'Message header block too large', disconnect: false };
+  }
   const headers = headerFields(block);
   const edits = new EomEdits();
   const event: EventView = {

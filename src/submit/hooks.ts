@@ -41,7 +41,6 @@ function refusal(phase: Phase, r: ReplyResult, rcpt: string | null = null): Resp
   return { dsn: r.enhanced, code: r.code, host: null, port: null, rcpt, error: 1, mailer: null, command: COMMAND[phase] ?? 'DATA', message: [r.message] };
 }
 
-/** The header block and body of a built message (it always has a blank line). */
 export class SubmitHooks {
   #done = false;
 

@@ -62,18 +62,19 @@ export function createOutboundRelay(deps: OutboundRelayDeps): OutboundRelay {
       let sender = msg.envelope.mailFrom;
       let rcptTo = [rcpt];
       let disconnect = false;
+      // What every 'relayed message' log line says about the message.
+      const about = (to: string) => ({ id: msg.id, from: sender, rcpt: to, ip: msg.envelope.remoteAddress, user: msg.envelope.auth?.user ?? null, size: msg.size });
       if (hooks?.has('eom')) {
         const eom = await relayEom(hooks, msg, rcpt, raw);
-        const base = { id: msg.id, from: sender, rcpt, ip: msg.envelope.remoteAddress, user: msg.envelope.auth?.user ?? null, size: msg.size };
         if (eom.kind === 'refuse') {
-          logger.info({ ...base, code: eom.code, result: 'rejected-hook' }, 'relayed message');
+          logger.info({ ...about(rcpt), code: eom.code, result: 'rejected-hook' }, 'relayed message');
           // transaction.ts releases the spool entry of a refused message before replying.
           return { kind: 'reject', code: eom.code, enhanced: eom.enhanced, message: eom.message, disconnect: eom.disconnect };
         }
         if (eom.kind === 'discard') {
           // Out of the spool before the 250: recovery drops relayed entries anyway, but nothing waits on it.
           await deps.spool.release(msg);
-          logger.info({ ...base, code: 250, result: 'discarded-hook' }, 'relayed message');
+          logger.info({ ...about(rcpt), code: 250, result: 'discarded-hook' }, 'relayed message');
           return { kind: 'accept', disconnect: eom.disconnect, afterReply: () => Promise.resolve() };
         }
         ({ raw, sender, rcptTo, disconnect } = eom);
@@ -85,12 +86,7 @@ export function createOutboundRelay(deps: OutboundRelayDeps): OutboundRelay {
         const reply = smtpReply(result);
         logger.info(
           {
-            id: msg.id,
-            from: sender,
-            rcpt: to,
-            ip: msg.envelope.remoteAddress,
-            user: msg.envelope.auth?.user ?? null,
-            size: msg.size,
+            ...about(to),
             route: route.source,
             mailer: route.mailer,
             upstream: result.code,

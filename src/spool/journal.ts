@@ -91,7 +91,6 @@ export function parseSpoolFileName(name: string): { id: string; generation: numb
 }
 
 interface Segment {
-  seq: number;
   name: string;
   fh: FileHandle;
   bytes: number;
@@ -306,10 +305,9 @@ export class SpoolJournal {
   async #segmentFor(): Promise<Segment> {
     if (this.#current && !this.#current.retired) return this.#current;
     if (this.#nextSeq === 0) throw new Error('spool journal: init() first');
-    const seq = this.#nextSeq++;
-    const name = segmentName(seq);
+    const name = segmentName(this.#nextSeq++);
     const fh = await open(join(this.dir, name), 'ax', 0o600);
-    const segment: Segment = { seq, name, fh, bytes: 0, writing: false, live: 0, liveBytes: 0, retired: false };
+    const segment: Segment = { name, fh, bytes: 0, writing: false, live: 0, liveBytes: 0, retired: false };
     // Listed before the sync: if that fails, the (empty) segment is retired and deleted in turn.
     this.#segments.push(segment);
     try {

@@ -18,9 +18,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MAILWIRE_CLI, mailwireStartArgs } from './mailwire-command.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CLI = join(ROOT, 'dist/src/cli.js');
 
 export const hooksBenchSettings = {
   messages: Number(process.env.BENCH_HOOK_MESSAGES ?? 1000),
@@ -87,7 +87,7 @@ async function startServer(base, name, withHooks) {
   }
   writeFileSync(join(configDir, 'mailwire.yml'), lines.join('\n') + '\n');
   const [smtpPort, httpPort] = [await freePort(), await freePort()];
-  const child = spawn(process.execPath, [CLI, 'start', '--config-dir', configDir], {
+  const child = spawn(process.execPath, mailwireStartArgs(configDir), {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, MAILWIRE_DATA_DIR: join(dir, 'data'), MAILWIRE_SMTP_HOST: '127.0.0.1', MAILWIRE_SMTP_PORT: String(smtpPort), MAILWIRE_HTTP_HOST: '127.0.0.1', MAILWIRE_HTTP_PORT: String(httpPort), MAILWIRE_SPAMD: 'off' },
@@ -147,7 +147,7 @@ async function settle(server, expected) {
 
 export async function runHooksBench({ sourcePath }) {
   const s = hooksBenchSettings;
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build`);
+  if (!existsSync(MAILWIRE_CLI)) throw new Error(`${MAILWIRE_CLI} is missing: run npm run build`);
   const base = mkdtempSync(join(tmpdir(), 'mailwire-bench-hooks-'));
   const servers = [];
   try {

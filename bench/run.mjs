@@ -10,7 +10,8 @@
  *     each message and throwing it away. The ceiling of any one-process server built on it here.
  *
  * Load comes from Postfix's smtp-source, a C client that is not the bottleneck of a Node server.
- * mailwire runs as a real child process (`node dist/src/cli.js start`) with the full pipeline:
+ * mailwire runs as a real child process (`node <package.json config.node_flags> dist/src/cli.js start`,
+ * as `npm start` runs it) with the full pipeline:
  * spool with fsync, mailparser, SQLite commit; only spamd is off.
  *
  * Besides the rate, each run reports the server's CPU time per message (every thread, from
@@ -38,9 +39,9 @@ import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import nodemailer from 'nodemailer';
+import { MAILWIRE_CLI, mailwireStartArgs } from './mailwire-command.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const MAILWIRE_CLI = join(ROOT, 'dist/src/cli.js');
 const MAILDEV_BIN = join(ROOT, 'node_modules/maildev/dist/bin/maildev.js');
 const BARE_SERVER = join(ROOT, 'bench/bare-smtp-server.mjs');
 const RESULTS_FILE = join(tmpdir(), 'mailwire-bench', 'latest.json');
@@ -269,7 +270,7 @@ async function startMailwire(name, { cpuProfDir } = {}) {
   );
   const [smtpPort, httpPort] = [await freePort(), await freePort()];
   const nodeArgs = cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir] : [];
-  const child = spawnTracked(name, process.execPath, [...nodeArgs, MAILWIRE_CLI, 'start', '--config-dir', configDir], {
+  const child = spawnTracked(name, process.execPath, mailwireStartArgs(configDir, nodeArgs), {
     cwd: ROOT,
     env: {
       ...process.env,

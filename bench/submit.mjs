@@ -15,9 +15,9 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { mailwireStartArgs } from './mailwire-command.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CLI = join(ROOT, 'dist/src/cli.js');
 const SINK = '/usr/sbin/smtp-sink';
 
 const envInt = (name, fallback) => (/^\d+$/.test(process.env[name] ?? '') && Number(process.env[name]) > 0 ? Number(process.env[name]) : fallback);
@@ -143,7 +143,7 @@ export async function runSubmitBench({ sinkPath = SINK } = {}) {
     writeFileSync(join(configDir, 'mailertable'), [`file.bench: { mailer: File, options: { directory: ${JSON.stringify(fileDir)} } }`, `default: { mailer: ESMTP, host: 127.0.0.1, port: ${sinkPort} }`, ''].join('\n'));
     writeFileSync(join(configDir, 'recipients'), 'open-relay: 1\n');
     const [smtpPort, httpPort] = [await freePort(), await freePort()];
-    const mw = spawn(process.execPath, [CLI, 'start', '--config-dir', configDir], {
+    const mw = spawn(process.execPath, mailwireStartArgs(configDir), {
       cwd: ROOT,
       stdio: ['ignore', 'ignore', 'inherit'],
       env: { ...process.env, MAILWIRE_DATA_DIR: join(base, 'data'), MAILWIRE_SMTP_HOST: '127.0.0.1', MAILWIRE_SMTP_PORT: String(smtpPort), MAILWIRE_HTTP_HOST: '127.0.0.1', MAILWIRE_HTTP_PORT: String(httpPort), MAILWIRE_SPAMD: 'off' },

@@ -23,9 +23,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import nodemailer from 'nodemailer';
 import WebSocket from 'ws';
+import { mailwireStartArgs } from './mailwire-command.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const MAILWIRE_CLI = join(ROOT, 'dist/src/cli.js');
 
 function envInt(name, fallback) {
   const v = process.env[name];
@@ -106,7 +106,7 @@ async function startMailwire(dir) {
   );
   const [smtpPort, httpPort] = [await freePort(), await freePort()];
   const prof = process.env.WS_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.WS_CPU_PROF] : [];
-  const child = spawn(process.execPath, [...prof, MAILWIRE_CLI, 'start', '--config-dir', configDir], {
+  const child = spawn(process.execPath, mailwireStartArgs(configDir, prof), {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {

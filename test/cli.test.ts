@@ -3,7 +3,7 @@
  * and one line naming the key; check-config and print-config work on a config directory.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -81,5 +81,31 @@ describe('mailwire CLI', () => {
     const r = await mailwire(['print-config', '--config-dir', join(root, 'none')], { MAILWIRE_SPAMD: 'nonsense' });
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toBe('mailwire: MAILWIRE_SPAMD: expected host:port or off, got "nonsense"');
+  });
+});
+
+describe('how mailwire is launched', () => {
+  // package.json config.node_flags is the one list of Node flags for the server (README,
+  // Performance): npm start reads it, the Docker image's CMD must carry the same flags.
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { config: { node_flags: string }; scripts: { start: string } };
+  const flags = pkg.config.node_flags.split(/\s+/).filter(Boolean);
+
+  it('npm start and the Docker image pass the same Node flags', () => {
+    expect(flags).toEqual(['--max-semi-space-size=32']);
+    expect(pkg.scripts.start).toBe('npm run build --silent && node $npm_package_config_node_flags dist/src/cli.js start');
+    const cmd = /^CMD (\[.*\])$/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'));
+    expect(JSON.parse(cmd![1]!)).toEqual(['node', ...flags, 'dist/src/cli.js', 'start']);
+  });
+
+  it('this node accepts the flags, and they size the young generation', async () => {
+    const script = "console.log(require('node:v8').getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size)";
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [...flags, '-e', `let a = []; for (let i = 0; i < 3e6; i++) { a.push({ i, s: 'x' + i }); if (a.length > 2e5) a = []; } ${script}`], { timeout: 30_000 }, (err, stdout) =>
+        err ? reject(err) : resolve(stdout),
+      ),
+    );
+    // Churn with survivors makes V8 grow the new space to its limit: two semi-spaces, 16 MiB
+    // each without the flag (32 MiB in all), 32 MiB each with it.
+    expect(Number(out.trim())).toBe(64 * 1024 * 1024);
   });
 });

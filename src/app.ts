@@ -23,6 +23,7 @@ import { scoreRaw } from './spam/spamd.js';
 import { ensureTlsMaterial } from './smtp/certs.js';
 import { SmtpListener } from './smtp/listener.js';
 import { Spool } from './spool/spool.js';
+import { EventLogTrimmer } from './store/event-log-trim.js';
 import { Retention } from './store/retention.js';
 import { openSqliteStore } from './store/sqlite-store.js';
 import type { MessageStore } from './store/types.js';
@@ -88,6 +89,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   let dirLock: DirLock | null = null;
   let routing: TableRouting | null = null;
   let retention: Retention | null = null;
+  let logTrim: EventLogTrimmer | null = null;
   let pipelineRef: Pipeline | null = null;
   let relay: Relay | null = null;
 
@@ -135,6 +137,9 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       if (event.type === 'mail.received') ret.messageStored();
     });
     ret.start();
+    const hooksForTrim = webhooks;
+    logTrim = new EventLogTrimmer({ store: sqlite, maxAgeS: config.storage.event_log_max_age_s, keepFrom: () => hooksForTrim.lowestCursor(), logger });
+    logTrim.start();
 
     const hostname = config.smtp.hostname ?? (await import('node:os')).hostname();
     const tls = await ensureTlsMaterial(config.tls.cert, config.tls.key, hostname, logger);
@@ -235,6 +240,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     stopping = true;
     // No deletions during the stop; a sweep in progress ends after its current message.
     await retention?.stop();
+    await logTrim?.stop();
     domains?.close();
     hookRegistry.close();
     // SMTP first: in-flight messages finish and are stored before the store closes.

@@ -408,16 +408,19 @@ describe('connection handling', () => {
 });
 
 describe('a server that does not know the cursor', () => {
-  it('reloads the list and reconnects without since after close 4404', async () => {
+  it.each([
+    [4404, 'unknown_since', 'since is not in this log'],
+    [4410, 'since_expired', 'the event log no longer goes back that far'],
+  ])('reloads the list and reconnects without since after close %i', async (closeCode, errorCode, message) => {
     await sendMail(t.smtpPort, { subject: unique('so the list is not empty'), text: 'x' });
     const page = await newPage();
     const urls: string[] = [];
     await page.routeWebSocket(/\/api\/v1\/events/, (ws) => {
       urls.push(ws.url());
       if (urls.length === 1) {
-        // What a server with a reset data directory answers (docs/events.md).
-        ws.send(JSON.stringify({ type: 'feed.error', seq: null, data: { code: 'unknown_since', message: 'since is not in this log' } }));
-        void ws.close({ code: 4404, reason: 'since is not in this log' });
+        // What a server with a reset data directory, or a trimmed log, answers (docs/events.md).
+        ws.send(JSON.stringify({ type: 'feed.error', seq: null, data: { code: errorCode, message } }));
+        void ws.close({ code: closeCode, reason: message });
       } else {
         ws.connectToServer();
       }
@@ -425,7 +428,7 @@ describe('a server that does not know the cursor', () => {
     await openViewer(page);
     expect(new URL(urls[0]!).searchParams.get('since')).toMatch(/^[0-9A-Z]{26}$/);
     expect(new URL(urls[1]!).searchParams.has('since')).toBe(false);
-    const subject = unique('after 4404');
+    const subject = unique(`after ${closeCode}`);
     await sendMail(t.smtpPort, { subject, text: 'y' });
     await row(page, subject).waitFor({ timeout: LIVE_MS });
   });

@@ -86,13 +86,16 @@ describe('commit and get', () => {
     const event = makeEvent();
     await commitWithRaw(event, 'stored by an older version');
     store.close();
-    // What version 1 looked like: no raw column.
+    // What version 1 looked like: no raw column, no log horizon.
     const db = new Database(join(dataDir, 'mailwire.db'));
-    db.exec('ALTER TABLE messages DROP COLUMN raw');
+    db.exec('ALTER TABLE messages DROP COLUMN raw; DROP TABLE log_horizon');
     db.pragma('user_version = 1');
     db.close();
     store = openSqliteStore(dataDir);
     expect(store.raw(event.id)).toEqual({ path: join(dataDir, 'messages', `${event.id}.eml`) });
+    // Migration 3: nothing trimmed yet.
+    expect(store.logHorizon()).toBe(0);
+    expect(store.lastEventSeq()).toBe(1);
     const next = makeEvent();
     expect(await store.commit(next, { bytes: Buffer.from('new') })).toBe('inserted');
     expect(store.raw(next.id)).toEqual({ bytes: Buffer.from('new') });
@@ -453,7 +456,7 @@ describe('lifecycle', () => {
     const other = new Database(join(dataDir, 'mailwire.db'), { readonly: true });
     try {
       expect(other.pragma('journal_mode', { simple: true })).toBe('wal');
-      expect(other.pragma('user_version', { simple: true })).toBe(2);
+      expect(other.pragma('user_version', { simple: true })).toBe(3);
     } finally {
       other.close();
     }

@@ -618,4 +618,51 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
     expect(stalled.mail().map((f) => f.seq)).toEqual(Array.from({ length: 46 }, (_, i) => base + 1 + i));
     await Promise.all([live.close(), stalled.close()]);
   });
+
+  const FUTURE = '2100-01-01T00:00:00.000Z';
+  const expiredFrame = { type: 'feed.error', seq: null, data: { code: 'since_expired', message: expect.any(String) } };
+
+  it('a since from before the trimmed horizon gets feed.error since_expired and close 4410; the horizon itself replays', async () => {
+    const before = store.lastEventSeq();
+    const kept = await commit();
+    const gone = await commit();
+    await store.delete(gone.id);
+    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toBeGreaterThanOrEqual(2);
+    const horizon = store.logHorizon();
+    expect(horizon).toBe(store.lastEventSeq());
+
+    for (const since of [String(before), String(horizon - 1), kept.id]) {
+      const c = await FeedClient.open(target, `?since=${since}`);
+      const closed = await c.whenClosed;
+      expect(closed.code, since).toBe(4410);
+      expect(c.frames).toEqual([expiredFrame]);
+      expect(closed.reason).toBe((c.frames[0]!.data as { message: string }).message);
+    }
+    const resumed = await FeedClient.ready(target, `?since=${horizon}`);
+    const next = await commit();
+    bus.publish(next);
+    await resumed.waitFor((f) => f.type === 'mail.received');
+    expect(resumed.receivedIds()).toEqual([next.id]);
+    await resumed.close();
+  });
+
+  it('a replay the trim overtakes is closed with 4410 instead of skipping what was trimmed', async () => {
+    const base = store.lastEventSeq();
+    // A stalled replay (as above), then every message it has yet to send is deleted and trimmed.
+    const big = 'z'.repeat(1024 * 1024);
+    const backlog: MailEvent[] = [];
+    for (let i = 0; i < 40; i++) backlog.push(await commit(big));
+    const stalled = await FeedClient.open(target, `?since=${base}`);
+    stalled.socket.pause();
+    await new Promise((r) => setTimeout(r, 100));
+    for (const e of backlog) await store.delete(e.id);
+    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toBe(80);
+    stalled.socket.resume();
+    const closed = await stalled.whenClosed;
+    expect(closed.code).toBe(4410);
+    // The first page (read before the trim) went out; nothing after it, and no feed.ready.
+    expect(stalled.frames.at(-1)).toEqual(expiredFrame);
+    expect(stalled.receivedIds()).toEqual(backlog.slice(0, 32).map((e) => e.id));
+    expect(stalled.frames.some((f) => f.type === 'feed.ready')).toBe(false);
+  });
 });

@@ -13,6 +13,8 @@ const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 15_000;
 /** Close code: the server's log does not have our since (docs/events.md). */
 const CLOSE_UNKNOWN_SINCE = 4404;
+// since is from before the server trimmed its event log (storage.event_log_max_age_s).
+const CLOSE_SINCE_EXPIRED = 4410;
 /**
  * A browser does not see WebSocket pings, and a half-open connection (a laptop that slept, a
  * proxy that dropped it silently) never fires close: the viewer would look live and show
@@ -152,9 +154,10 @@ export class LiveFeed {
       if (generation !== this.generation) return;
       clearInterval(this.pingTimer);
       this.ws = null;
-      if (close.code === CLOSE_UNKNOWN_SINCE) {
-        // Our position is not in the server's log (a reset data directory): reload the list and
-        // connect without since; the refresh after feed.ready closes the gap between the two.
+      if (close.code === CLOSE_UNKNOWN_SINCE || close.code === CLOSE_SINCE_EXPIRED) {
+        // Our position is not in the server's log (a reset data directory), or the log no longer
+        // reaches back to it: reload the list and connect without since; the refresh after
+        // feed.ready closes the gap between the two.
         this.cursor = null;
         this.sinceUnknown = true;
         void this.o.refresh();

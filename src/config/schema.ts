@@ -163,6 +163,10 @@ export const storageSchema = z
     // Retention (store/retention.ts). 0 = off: mail is kept until deleted through the API.
     max_messages: z.number().int().min(0).max(1_000_000_000).default(0),
     max_age_s: z.number().int().min(0).max(100 * 365 * 86_400).default(0),
+    // Event-log entries of deleted messages are removed after this long (store/event-log-trim.ts);
+    // a feed client away longer must reload. 0 keeps them forever (the log then grows ~100 bytes
+    // per message received and per message deleted).
+    event_log_max_age_s: z.number().int().min(0).max(100 * 365 * 86_400).default(7 * 86_400),
   })
   .strict();
 

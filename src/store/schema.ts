@@ -41,7 +41,7 @@ const MIGRATIONS: readonly string[] = [
 
   -- Append-only, in commit order. json is NULL for mail.received (the event is
   -- messages.event_json; no need to store a message of several MiB twice).
-  -- TODO: retention (trim entries older than the oldest message a client may resume from).
+  -- Trimmed of what no reader needs any more: see migration 3 and store/event-log-trim.ts.
   CREATE TABLE events (
     seq  INTEGER PRIMARY KEY AUTOINCREMENT,
     type TEXT    NOT NULL,
@@ -59,6 +59,15 @@ const MIGRATIONS: readonly string[] = [
   // messages/<id>.eml. Last column, so the summaries and the event never read it.
   `
   ALTER TABLE messages ADD COLUMN raw BLOB;
+  `,
+  // 3: how far the event log has been trimmed (store/event-log-trim.ts). Entries up to this
+  // seq may be gone: a feed client resuming from before it must reload instead.
+  `
+  CREATE TABLE log_horizon (
+    id  INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+  );
+  INSERT INTO log_horizon (id, seq) VALUES (1, 0);
   `,
 ];
 

@@ -36,6 +36,7 @@ import {
   StoreQueryError,
   type CommitResult,
   type EventLog,
+  type EventLogTrim,
   type ListQuery,
   type LogEntryHead,
   type LoggedEvent,
@@ -45,7 +46,7 @@ import {
   type RetentionView,
 } from './types.js';
 
-export type SqliteMessageStore = MessageStore & EventLog & RetentionView;
+export type SqliteMessageStore = MessageStore & EventLog & EventLogTrim & RetentionView;
 
 /**
  * Longest search string. q is a substring scan over every row's search text; a longer needle
@@ -209,6 +210,9 @@ class SqliteStore implements SqliteMessageStore {
   readonly #selectLogHeadsAfter: Database.Statement<[number, number], LogHeadRow>;
   readonly #selectRcpts: Database.Statement<[string], { rcpt_json: string }>;
   readonly #selectLastSeq: Database.Statement<[], { seq: number }>;
+  readonly #selectHorizon: Database.Statement<[], { seq: number }>;
+  readonly #firstEntryFrom: Database.Statement<[number], { seq: number; at: string }>;
+  readonly #trimTx: (olderThan: string, keepFrom: number, maxRows: number) => number;
   readonly #ping: Database.Statement<[], { ok: number }>;
   readonly #count: Database.Statement<[], { n: number }>;
   readonly #selectOldest: Database.Statement<[number], { id: string; received_at: string }>;
@@ -290,7 +294,11 @@ class SqliteStore implements SqliteMessageStore {
        ORDER BY e.seq LIMIT ?`,
     );
     this.#selectRcpts = db.prepare('SELECT rcpt_json FROM messages WHERE id = ?');
-    this.#selectLastSeq = db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM events');
+    // AUTOINCREMENT's own record of the highest seq ever used: trimming the newest entries
+    // (all of them deleted messages) must not make the log look shorter to a resuming client.
+    this.#selectLastSeq = db.prepare("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0) AS seq");
+    this.#selectHorizon = db.prepare('SELECT seq FROM log_horizon WHERE id = 1');
+    this.#firstEntryFrom = db.prepare('SELECT seq, at FROM events WHERE seq >= ? ORDER BY seq LIMIT 1');
     this.#ping = db.prepare('SELECT 1 AS ok');
     this.#count = db.prepare('SELECT count(*) AS n FROM messages');
     // By seq: the primary key, so the walk from the oldest end reads only the rows it returns.
@@ -313,6 +321,9 @@ class SqliteStore implements SqliteMessageStore {
     const insertBatchTx = db.transaction((items: readonly CommitItem[]) => items.map(insertOne));
     this.#insertBatchTx = (items) => insertBatchTx.immediate(items);
 
+    const deleteReceivedBehindHorizon = db.prepare<[string]>(
+      "DELETE FROM events WHERE type = 'mail.received' AND id = ? AND seq <= (SELECT seq FROM log_horizon WHERE id = 1)",
+    );
     const deleteTx = db.transaction((id: string, at: string): boolean => {
       const rcpts = this.#selectRcpts.get(id);
       if (!rcpts || this.#deleteMessage.run(id).changes === 0) return false;
@@ -323,11 +334,52 @@ class SqliteStore implements SqliteMessageStore {
       // ago the message came. They are not part of the public event: eventsAfter() leaves them out.
       const rcptTo = JSON.parse(rcpts.rcpt_json) as string[];
       this.#insertLog.run(event.type, id, at, JSON.stringify({ ...event, rcptTo }));
+      // Behind the horizon no reader can reach its received entry any more (store/event-log-trim.ts).
+      deleteReceivedBehindHorizon.run(id);
       return true;
     });
     this.#deleteTx = (id, at) => deleteTx.immediate(id, at);
 
+    // Eligible: a mail.deleted entry, or a mail.received entry whose message is gone. A live
+    // message's entry stays: it is what since=<id> resolves and what keeps commit() idempotent.
+    const selectTrimmable = db.prepare<{ after: number; upTo: number; limit: number }, { seq: number }>(
+      `SELECT e.seq FROM events e
+        WHERE e.seq > @after AND e.seq <= @upTo
+          AND (e.type <> 'mail.received' OR NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.id))
+        ORDER BY e.seq LIMIT @limit`,
+    );
+    const deleteEntry = db.prepare<[number]>('DELETE FROM events WHERE seq = ?');
+    const setHorizon = db.prepare<[number]>('UPDATE log_horizon SET seq = ? WHERE id = 1');
+    const trimTx = db.transaction((olderThan: string, keepFrom: number, maxRows: number): number => {
+      const horizon = this.logHorizon();
+      const upTo = Math.min(this.#lastSeqBefore(olderThan, horizon), keepFrom);
+      if (upTo <= horizon) return 0;
+      const rows = selectTrimmable.all({ after: horizon, upTo, limit: maxRows });
+      for (const { seq } of rows) deleteEntry.run(seq);
+      const last = rows[rows.length - 1];
+      if (last) setHorizon.run(last.seq);
+      return rows.length;
+    });
+    this.#trimTx = (olderThan, keepFrom, maxRows) => trimTx.immediate(olderThan, keepFrom, maxRows);
+
     this.#log.debug({ file }, 'store open');
+  }
+
+  /**
+   * The highest seq after `from` logged before `olderThan`, or `from`. A binary search on seq:
+   * `at` grows with seq (commit order; a message recovered from the spool keeps its older
+   * receivedAt, which only makes it look older), so this reads a few dozen rows, not the log.
+   */
+  #lastSeqBefore(olderThan: string, from: number): number {
+    let lo = from;
+    let hi = this.lastEventSeq();
+    while (lo < hi) {
+      const mid = lo + Math.ceil((hi - lo) / 2);
+      const row = this.#firstEntryFrom.get(mid);
+      if (row && row.seq <= hi && row.at < olderThan) lo = row.seq;
+      else hi = mid - 1;
+    }
+    return lo;
   }
 
   #messageDir(id: string): string {
@@ -559,6 +611,19 @@ class SqliteStore implements SqliteMessageStore {
 
   lastEventSeq(): number {
     return this.#selectLastSeq.get()?.seq ?? 0;
+  }
+
+  logHorizon(): number {
+    return this.#selectHorizon.get()?.seq ?? 0;
+  }
+
+  receivedSeq(id: string): number | null {
+    return isMessageId(id) ? (this.#selectReceived.get(id)?.seq ?? null) : null;
+  }
+
+  trimEventLog(olderThan: string, keepFrom: number, maxRows: number): number {
+    if (!Number.isSafeInteger(maxRows) || maxRows < 1) throw new RangeError('trimEventLog: maxRows must be a positive integer');
+    return this.#trimTx(olderThan, keepFrom, maxRows);
   }
 
   count(): number {

@@ -131,6 +131,27 @@ export interface EventLog {
    * size of each message's event.
    */
   eventHeadsAfter(seq: number, limit: number): LogEntryHead[];
-  /** seq of the newest entry, 0 when the log is empty (where a live feed starts). */
+  /**
+   * seq of the newest entry ever written, 0 before the first (where a live feed starts). It
+   * never goes back, even when trimming removed the entries at the end.
+   */
   lastEventSeq(): number;
+  /**
+   * Entries up to this seq may have been trimmed (store/event-log-trim.ts); 0 when none was. A
+   * reader resuming from before it could miss a mail.deleted, so it must start afresh instead.
+   */
+  logHorizon(): number;
+  /** seq of a received message's log entry; null when the log has none for that id. */
+  receivedSeq(id: string): number | null;
+}
+
+/** What the event-log trim (store/event-log-trim.ts) needs from the store. */
+export interface EventLogTrim {
+  /**
+   * Removes up to `maxRows` entries that no reader needs: mail.deleted entries, and the
+   * mail.received entries of messages deleted since, logged before `olderThan` (an ISO time)
+   * and at or before `keepFrom` (the lowest webhook cursor). Moves the horizon to the last one
+   * removed. Returns how many went.
+   */
+  trimEventLog(olderThan: string, keepFrom: number, maxRows: number): number;
 }

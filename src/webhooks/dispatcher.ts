@@ -146,6 +146,17 @@ export class WebhookDispatcher {
     this.#log.info({ webhooks: this.#hooks.map((h) => h.config.name) }, 'webhooks started');
   }
 
+  /**
+   * The lowest log seq up to which every configured webhook has considered the log (Infinity
+   * without webhooks): the event log may be trimmed up to here, never past it.
+   */
+  lowestCursor(): number {
+    const db = this.#db;
+    if (this.#hooks.length === 0) return Infinity;
+    if (!db) return 0;
+    return Math.min(...this.#hooks.map((h) => db.cursor(h.config.name) ?? 0));
+  }
+
   /** Aborts attempts in flight (they are not counted and run again at the next start). */
   async stop(): Promise<void> {
     this.#stopping = true;

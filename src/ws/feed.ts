@@ -236,20 +236,26 @@ class Feed implements EventFeed {
       client.cursor = log.lastEventSeq();
       return this.#goLive(client, 0);
     }
-    const first = this.#firstPage(query.since);
-    if (first === null) {
+    const from = this.#resolveSince(query.since);
+    if (from === 'unknown') {
       const what = 'id' in query.since ? `message ${query.since.id}` : `seq ${query.since.seq}`;
       return this.#fail(client, CLOSE.unknownSince, 'unknown_since', `since: the event log has no ${what}`);
     }
-    await this.#replay(client, first, 'seq' in query.since ? query.since.seq : 0);
+    if (from === 'expired') return this.#expired(client);
+    await this.#replay(client, log.eventsAfter({ seq: from }, PAGE) ?? [], from);
   }
 
-  /** The first page after `since`, or null when `since` is not a position of this log. */
-  #firstPage(since: Since): LoggedEvent[] | null {
+  /** The log seq to replay after, or why there is none. */
+  #resolveSince(since: Since): number | 'unknown' | 'expired' {
     const log = this.#o.log;
+    const seq = 'seq' in since ? since.seq : log.receivedSeq(since.id);
     // A seq beyond the end belongs to some other log (a reset data directory).
-    if ('seq' in since && since.seq > log.lastEventSeq()) return null;
-    return log.eventsAfter(since, PAGE);
+    if (seq === null || seq > log.lastEventSeq()) return 'unknown';
+    return seq < log.logHorizon() ? 'expired' : seq;
+  }
+
+  #expired(client: Client): void {
+    this.#fail(client, CLOSE.sinceExpired, 'since_expired', 'since: the event log no longer goes back that far; reload the messages and connect without since');
   }
 
   /** Sends the log from `page` on, page by page, paced by the client's socket; then live. */
@@ -279,6 +285,8 @@ class Feed implements EventFeed {
       // not hold the event loop; the next query and the live switch stay in one tick.
       await yieldToLoop();
       if (client.state !== 'replaying') return;
+      // The log was trimmed past this client while it replayed: entries ahead of it may be gone.
+      if (cursor < log.logHorizon()) return this.#expired(client);
       page = log.eventsAfter({ seq: cursor }, PAGE) ?? [];
     }
   }

@@ -26,6 +26,11 @@ export const CLOSE = {
   badRequest: 4400,
   /** since names a message or position this server's log does not have. */
   unknownSince: 4404,
+  /**
+   * since is from before the log's horizon: entries after it were trimmed (a mail.deleted the
+   * client never saw may be among them), so it must reload the messages and connect afresh.
+   */
+  sinceExpired: 4410,
 } as const;
 
 /**

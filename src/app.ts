@@ -138,7 +138,13 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     });
     ret.start();
     const hooksForTrim = webhooks;
-    logTrim = new EventLogTrimmer({ store: sqlite, maxAgeS: config.storage.event_log_max_age_s, keepFrom: () => hooksForTrim.lowestCursor(), logger });
+    logTrim = new EventLogTrimmer({
+      store: sqlite,
+      maxAgeS: config.storage.event_log_max_age_s,
+      keepFrom: () => hooksForTrim.lowestCursor(),
+      oldestSpooled: () => spool.oldestRecordTime(),
+      logger,
+    });
     logTrim.start();
 
     const hostname = config.smtp.hostname ?? (await import('node:os')).hostname();

@@ -51,6 +51,8 @@ function entries(): [number, string, string][] {
   }
 }
 
+const tick = () => new Promise((r) => setTimeout(r, 5));
+
 describe('SqliteStore.trimEventLog', () => {
   it('removes mail.deleted entries and the received entries of deleted messages; a live message keeps its entry', async () => {
     const [a, b, c, d] = [await stored(), await stored(), await stored(), await stored()];
@@ -59,7 +61,7 @@ describe('SqliteStore.trimEventLog', () => {
     expect(store.lastEventSeq()).toBe(6);
     expect(store.logHorizon()).toBe(0);
 
-    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toBe(4);
+    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 4, more: false });
     expect(entries()).toEqual([
       [3, 'mail.received', c.id],
       [4, 'mail.received', d.id],
@@ -69,55 +71,83 @@ describe('SqliteStore.trimEventLog', () => {
     expect(store.lastEventSeq()).toBe(6);
     expect(await store.commit(makeEvent(), { bytes: Buffer.from('x') })).toBe('inserted');
     expect(store.lastEventSeq()).toBe(7);
-    // Nothing more to trim: the horizon stays where the last removal left it.
-    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toBe(0);
-    expect(store.logHorizon()).toBe(6);
+    // The horizon follows what was walked, removed or not.
+    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 0, more: false });
+    expect(store.logHorizon()).toBe(7);
   });
 
-  it('keeps entries logged at or after olderThan', async () => {
-    const old = await stored('2026-11-01T10:00:00.000Z');
-    const recent = await stored('2026-11-20T10:00:00.000Z');
-    await store.delete(old.id);
-    await store.delete(recent.id);
-    // seq 1 received 11-01, seq 2 received 11-20, seqs 3 and 4 deleted now.
-    expect(store.trimEventLog('2026-11-10T00:00:00.000Z', Infinity, 1000)).toBe(1);
-    expect(entries().map(([seq]) => seq)).toEqual([2, 3, 4]);
-    expect(store.logHorizon()).toBe(1);
-    expect(store.trimEventLog('2026-11-20T10:00:00.000Z', Infinity, 1000)).toBe(0);
-    expect(store.trimEventLog('2026-11-20T10:00:00.001Z', Infinity, 1000)).toBe(1);
+  it('stops at the first entry logged at or after `before`, whatever the events\' own times say', async () => {
+    const first = await stored(new Date().toISOString());
+    await store.delete(first.id);
+    await tick();
+    const mid = new Date().toISOString();
+    await tick();
+    // Recovered after days in the spool: an old receivedAt, logged now.
+    const recovered = await stored('2026-01-01T00:00:00.000Z');
+    await store.delete(recovered.id);
+    expect(store.trimEventLog(mid, Infinity, 1000)).toEqual({ removed: 2, more: false });
+    expect(entries().map(([seq]) => seq)).toEqual([3, 4]);
     expect(store.logHorizon()).toBe(2);
+    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 2, more: false });
+    expect(entries()).toEqual([]);
   });
 
   it('never goes past keepFrom (the lowest webhook cursor)', async () => {
     for (const e of [await stored(), await stored(), await stored()]) await store.delete(e.id);
-    expect(store.trimEventLog(FUTURE, 2, 1000)).toBe(2);
+    expect(store.trimEventLog(FUTURE, 2, 1000)).toEqual({ removed: 2, more: false });
     expect(entries().map(([seq]) => seq)).toEqual([3, 4, 5, 6]);
-    expect(store.trimEventLog(FUTURE, 0, 1000)).toBe(0);
+    expect(store.trimEventLog(FUTURE, 0, 1000)).toEqual({ removed: 0, more: false });
     expect(store.logHorizon()).toBe(2);
   });
 
-  it('removes at most maxRows per call, oldest first', async () => {
+  it('walks at most maxRows entries per call, oldest first, and says when there may be more', async () => {
     for (const e of [await stored(), await stored(), await stored()]) await store.delete(e.id);
-    expect(store.trimEventLog(FUTURE, Infinity, 4)).toBe(4);
+    expect(store.trimEventLog(FUTURE, Infinity, 4)).toEqual({ removed: 4, more: true });
     expect(entries().map(([seq]) => seq)).toEqual([5, 6]);
     expect(store.logHorizon()).toBe(4);
-    expect(store.trimEventLog(FUTURE, Infinity, 4)).toBe(2);
+    expect(store.trimEventLog(FUTURE, Infinity, 4)).toEqual({ removed: 2, more: false });
     expect(entries()).toEqual([]);
   });
 
-  it('a message deleted once the horizon passed its entry loses that entry at once; its deletion is logged', async () => {
+  it('a message deleted after the horizon passed its entry: that entry goes with its mail.deleted', async () => {
     const live = await stored();
     const gone = await stored();
     await store.delete(gone.id);
-    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toBe(2);
+    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 2, more: false });
     expect(store.logHorizon()).toBe(3);
     // Behind the horizon, the live message's entry still makes a second commit a no-op.
     expect(store.receivedSeq(live.id)).toBe(1);
     expect(await store.commit(live, { bytes: Buffer.from('x') })).toBe('duplicate');
 
     expect(await store.delete(live.id)).toBe(true);
-    expect(entries()).toEqual([[4, 'mail.deleted', live.id]]);
+    expect(entries()).toEqual([
+      [1, 'mail.received', live.id],
+      [4, 'mail.deleted', live.id],
+    ]);
+    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 2, more: false });
+    expect(entries()).toEqual([]);
     expect(store.receivedSeq(live.id)).toBeNull();
+  });
+
+  it('a deleted message committed again (spool recovery) keeps the entry that makes it a no-op until `before` passes that commit', async () => {
+    const other = await stored();
+    const m = await stored();
+    expect(await store.delete(m.id)).toBe(true);
+    await tick();
+    const mid = new Date().toISOString();
+    await tick();
+    // A spool record that outlived its release: recovery commits the deleted message again.
+    expect(await store.commit(m, { bytes: Buffer.from('x') })).toBe('duplicate');
+    // The trimmer's `before` is at most the age of the oldest spool record, so here <= mid.
+    expect(store.trimEventLog(mid, Infinity, 1000)).toEqual({ removed: 0, more: false });
+    expect(entries().map(([seq, type]) => [seq, type])).toEqual([
+      [1, 'mail.received'],
+      [2, 'mail.received'],
+      [3, 'mail.deleted'],
+    ]);
+    expect(await store.commit(m, { bytes: Buffer.from('x') })).toBe('duplicate');
+    expect(store.get(m.id)).toBeNull();
+    expect(store.get(other.id)).not.toBeNull();
   });
 });
 
@@ -132,19 +162,23 @@ describe('EventLogTrimmer', () => {
     }
     const live = await stored(new Date().toISOString());
     const day = 86_400_000;
-    const off = new EventLogTrimmer({ store, maxAgeS: 0, keepFrom: () => Infinity, logger: silentLogger(), now: () => Date.now() + 10 * day });
+    const off = new EventLogTrimmer({ store, maxAgeS: 0, keepFrom: () => Infinity, oldestSpooled: () => Infinity, logger: silentLogger(), now: () => Date.now() + 10 * day });
     expect(off.enabled).toBe(false);
     // Not old enough yet: a day's age limit, an hour later.
-    const early = new EventLogTrimmer({ store, maxAgeS: 86_400, keepFrom: () => Infinity, logger: silentLogger(), now: () => Date.now() + day / 24 });
+    const early = new EventLogTrimmer({ store, maxAgeS: 86_400, keepFrom: () => Infinity, oldestSpooled: () => Infinity, logger: silentLogger(), now: () => Date.now() + day / 24 });
     expect(await early.round()).toBe(0);
+    // Something in the spool since before all of it: nothing may go yet.
+    const spooled = new EventLogTrimmer({ store, maxAgeS: 86_400, keepFrom: () => Infinity, oldestSpooled: () => 0, logger: silentLogger(), now: () => Date.now() + 2 * day });
+    expect(await spooled.round()).toBe(0);
+    expect(store.logHorizon()).toBe(0);
     // A webhook cursor at 1500 holds the rest back.
-    const held = new EventLogTrimmer({ store, maxAgeS: 86_400, keepFrom: () => 1500, logger: silentLogger(), now: () => Date.now() + 2 * day });
+    const held = new EventLogTrimmer({ store, maxAgeS: 86_400, keepFrom: () => 1500, oldestSpooled: () => Infinity, logger: silentLogger(), now: () => Date.now() + 2 * day });
     expect(await held.round()).toBe(1500);
     expect(store.logHorizon()).toBe(1500);
-    const free = new EventLogTrimmer({ store, maxAgeS: 86_400, keepFrom: () => Infinity, logger: silentLogger(), now: () => Date.now() + 2 * day });
+    const free = new EventLogTrimmer({ store, maxAgeS: 86_400, keepFrom: () => Infinity, oldestSpooled: () => Infinity, logger: silentLogger(), now: () => Date.now() + 2 * day });
     expect(await free.round()).toBe(900);
     expect(entries()).toEqual([[2401, 'mail.received', live.id]]);
-    await Promise.all([off.stop(), early.stop(), held.stop(), free.stop()]);
+    await Promise.all([off.stop(), early.stop(), spooled.stop(), held.stop(), free.stop()]);
   });
 
   it('a failing store is logged and the next round tries again', async () => {
@@ -159,7 +193,7 @@ describe('EventLogTrimmer', () => {
     };
     const e = await stored();
     await store.delete(e.id);
-    const trimmer = new EventLogTrimmer({ store: flaky, maxAgeS: 1, keepFrom: () => Infinity, logger, now: () => Date.parse(FUTURE) });
+    const trimmer = new EventLogTrimmer({ store: flaky, maxAgeS: 1, keepFrom: () => Infinity, oldestSpooled: () => Infinity, logger, now: () => Date.parse(FUTURE) });
     expect(await trimmer.round()).toBe(0);
     expect(errors).toHaveLength(1);
     fail = false;

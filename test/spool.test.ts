@@ -685,6 +685,38 @@ describe('SpoolJournal compaction', () => {
     return new Set((await next.readPrevious()).map((r) => r.id));
   }
 
+  it('oldestAppendTime: Infinity with no segment, the oldest segment\'s creation, 0 while a previous run\'s remain', async () => {
+    await open(1_000);
+    expect(journal.oldestAppendTime()).toBe(Infinity);
+    const t0 = Date.now();
+    const first = record('x'.repeat(1500));
+    await journal.append(first);
+    const created = journal.oldestAppendTime();
+    expect(created).toBeGreaterThanOrEqual(t0);
+    expect(created).toBeLessThanOrEqual(Date.now());
+    // Each record fills a segment: the second goes into a new one; the first still holds a live record.
+    await new Promise((r) => setTimeout(r, 5));
+    const second = record('y'.repeat(1500));
+    await journal.append(second);
+    expect(readdirSync(dir).length).toBe(2);
+    expect(journal.oldestAppendTime()).toBe(created);
+    // The first segment goes once its record is released: the bound moves up to the second's creation.
+    await journal.release(first.id, first.file);
+    await vi.waitFor(() => expect(journal.oldestAppendTime()).toBeGreaterThan(created));
+    // At the next start the old segments are of unknown age until recovery rewrote and deleted them.
+    await journal.close();
+    journal = new SpoolJournal(dir);
+    await journal.init();
+    expect(journal.oldestAppendTime()).toBe(0);
+    const live = await journal.readPrevious();
+    expect(live.map((r) => r.id)).toEqual([second.id]);
+    const t1 = Date.now();
+    for (const r of live) await journal.append(r);
+    expect(journal.oldestAppendTime()).toBe(0);
+    await journal.dropPrevious();
+    expect(journal.oldestAppendTime()).toBeGreaterThanOrEqual(t1);
+  });
+
   it('leaves segments whose records are all live alone: copying them would free nothing', async () => {
     await open(10_000);
     for (let i = 0; i < 80; i++) await journal.append(record('x'.repeat(1000)));

@@ -88,7 +88,7 @@ describe('commit and get', () => {
     store.close();
     // What version 1 looked like: no raw column, no log horizon.
     const db = new Database(join(dataDir, 'mailwire.db'));
-    db.exec('ALTER TABLE messages DROP COLUMN raw; DROP TABLE log_horizon');
+    db.exec('ALTER TABLE messages DROP COLUMN raw; DROP TABLE log_horizon; ALTER TABLE events DROP COLUMN logged_at');
     db.pragma('user_version = 1');
     db.close();
     store = openSqliteStore(dataDir);

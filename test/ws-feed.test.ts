@@ -627,7 +627,7 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
     const kept = await commit();
     const gone = await commit();
     await store.delete(gone.id);
-    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toBeGreaterThanOrEqual(2);
+    expect(store.trimEventLog(FUTURE, Infinity, 1000).removed).toBe(2);
     const horizon = store.logHorizon();
     expect(horizon).toBe(store.lastEventSeq());
 
@@ -646,6 +646,19 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
     await resumed.close();
   });
 
+  it('a live client whose fan-out the trim overtook is closed with 4410 instead of missing a mail.deleted', async () => {
+    const live = await FeedClient.ready(target);
+    // Committed and deleted, neither published yet: the fan-out has read neither entry.
+    const e = await commit();
+    await store.delete(e.id);
+    expect(store.trimEventLog(FUTURE, Infinity, 1000).removed).toBe(2);
+    bus.publish({ type: 'mail.deleted', version: 1, id: e.id, at: new Date().toISOString() });
+    const closed = await live.whenClosed;
+    expect(closed.code).toBe(4410);
+    expect(live.frames.at(-1)).toEqual(expiredFrame);
+    expect(live.mail()).toEqual([]);
+  });
+
   it('a replay the trim overtakes is closed with 4410 instead of skipping what was trimmed', async () => {
     const base = store.lastEventSeq();
     // A stalled replay (as above), then every message it has yet to send is deleted and trimmed.
@@ -656,7 +669,7 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
     stalled.socket.pause();
     await new Promise((r) => setTimeout(r, 100));
     for (const e of backlog) await store.delete(e.id);
-    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toBe(80);
+    expect(store.trimEventLog(FUTURE, Infinity, 1000).removed).toBe(80);
     stalled.socket.resume();
     const closed = await stalled.whenClosed;
     expect(closed.code).toBe(4410);

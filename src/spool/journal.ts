@@ -102,6 +102,8 @@ interface Segment {
   liveBytes: number;
   /** No more appends: full, failed, or closed. Deleted once live reaches 0 and every older segment is gone. */
   retired: boolean;
+  /** Date.now() before the file was created: every record in it was appended after this. */
+  createdAt: number;
 }
 
 export interface JournalOptions {
@@ -235,6 +237,18 @@ export class SpoolJournal {
     return written;
   }
 
+  /**
+   * A time (ms since the epoch) before which no record on disk was appended: the creation of the
+   * oldest segment still there; 0 while a previous run's segments remain (their age is unknown);
+   * Infinity when there is none. A record can outlive its message's release (a tombstone that
+   * could not be written), and recovery would then commit that message again: the store's
+   * event-log trim keeps the entries that make such a commit a no-op until this moves past them.
+   */
+  oldestAppendTime(): number {
+    if (this.#previous.length > 0) return 0;
+    return this.#segments.reduce((oldest, s) => Math.min(oldest, s.createdAt), Infinity);
+  }
+
   /** The message whose record named `file` is released (its file is gone, or a tombstone is written). */
   forget(file: string): void {
     const segment = this.#segmentOf.get(file);
@@ -306,8 +320,9 @@ export class SpoolJournal {
     if (this.#current && !this.#current.retired) return this.#current;
     if (this.#nextSeq === 0) throw new Error('spool journal: init() first');
     const name = segmentName(this.#nextSeq++);
+    const createdAt = Date.now();
     const fh = await open(join(this.dir, name), 'ax', 0o600);
-    const segment: Segment = { name, fh, bytes: 0, writing: false, live: 0, liveBytes: 0, retired: false };
+    const segment: Segment = { name, fh, bytes: 0, writing: false, live: 0, liveBytes: 0, retired: false, createdAt };
     // Listed before the sync: if that fails, the (empty) segment is retired and deleted in turn.
     this.#segments.push(segment);
     try {

@@ -217,6 +217,11 @@ export class Spool {
     return this.#journal.dir;
   }
 
+  /** See SpoolJournal.oldestAppendTime(): nothing still in the spool was written before this. */
+  oldestRecordTime(): number {
+    return this.#journal.oldestAppendTime();
+  }
+
   async init(): Promise<void> {
     for (const dir of [this.tmpDir, this.incomingDir, this.#journal.dir]) await mkdir(dir, { recursive: true, mode: 0o700 });
     // Anything in tmp/ was never answered 250: it is safe (and right) to drop.

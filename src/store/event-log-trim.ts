@@ -2,16 +2,21 @@
  * Keeps the store's event log from growing without end. Every message leaves a mail.received
  * entry and, once deleted (through the API or by retention), a mail.deleted entry; on an MX
  * that deletes as much as it receives, those entries would be most of the database after a
- * year. Past storage.event_log_max_age_s (default 7 days) they are removed:
+ * year. The trim walks the log from its horizon (how far it got before) in log order:
  *
- *   - mail.deleted entries, and the mail.received entries of messages deleted since;
- *   - never a live message's mail.received entry (since=<id> resolves it, and it makes a
- *     second commit of the same message a no-op);
- *   - never past the lowest webhook cursor: a webhook catching up still finds every entry.
+ *   - it stops at the first entry logged less than storage.event_log_max_age_s ago (default 7
+ *     days), and at the lowest webhook cursor: a webhook catching up still finds every entry;
+ *   - of what it walks it removes mail.deleted entries, with the mail.received entry of the
+ *     message they delete, and the mail.received entries of messages gone. A live message's
+ *     entry stays: since=<id> resolves it, and it makes a second commit of that message a no-op;
+ *   - it also stops at the age of the oldest record in the spool. A record can outlive its
+ *     message's release (a tombstone that could not be written), and spool recovery then
+ *     commits that message again: the mail.received entry is what keeps a message deleted
+ *     since from coming back, so it stays while such a record might exist.
  *
- * The store records how far it trimmed (its horizon). A feed client resuming from before the
- * horizon could have missed a mail.deleted, so it is told to reload (close code 4410) rather
- * than silently given a log with holes in it.
+ * The horizon moves to the last entry walked. A feed client resuming from before it could have
+ * missed a mail.deleted, so it is told to reload (close code 4410) rather than silently given a
+ * log with holes in it.
  *
  * Work is bounded: BATCH entries per SQLite transaction, at most MAX_BATCHES per round, with
  * the event loop free between them; a round runs at start and every INTERVAL_MS.
@@ -25,6 +30,8 @@ export interface EventLogTrimDeps {
   maxAgeS: number;
   /** The lowest webhook cursor (entries after it are still to be considered); Infinity without webhooks. */
   keepFrom(): number;
+  /** Spool.oldestRecordTime(): ms since the epoch before which nothing in the spool was written. */
+  oldestSpooled(): number;
   logger: Logger;
   /** For tests. */
   now?: () => number;
@@ -66,20 +73,22 @@ export class EventLogTrimmer {
 
   async #round(): Promise<number> {
     const { store, logger } = this.#deps;
-    const olderThan = new Date((this.#deps.now ?? Date.now)() - this.#deps.maxAgeS * 1000).toISOString();
+    const byAge = (this.#deps.now ?? Date.now)() - this.#deps.maxAgeS * 1000;
+    // A Date holds at most 8.64e15 ms: Infinity (an empty spool) would not make an ISO string.
+    const before = new Date(Math.min(byAge, this.#deps.oldestSpooled())).toISOString();
     let removed = 0;
     try {
       for (let i = 0; i < MAX_BATCHES && !this.#stopped; i++) {
-        const n = store.trimEventLog(olderThan, this.#deps.keepFrom(), BATCH);
-        removed += n;
-        if (n < BATCH) break;
+        const step = store.trimEventLog(before, this.#deps.keepFrom(), BATCH);
+        removed += step.removed;
+        if (!step.more) break;
         await new Promise((resolve) => setImmediate(resolve));
       }
     } catch (err) {
       // The next round tries again; nothing is lost by a late trim.
       logger.error({ err }, 'trimming the event log failed');
     }
-    if (removed > 0) logger.info({ removed, olderThan }, 'event log trimmed');
+    if (removed > 0) logger.info({ removed, before }, 'event log trimmed');
     return removed;
   }
 

@@ -60,9 +60,13 @@ const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE messages ADD COLUMN raw BLOB;
   `,
-  // 3: how far the event log has been trimmed (store/event-log-trim.ts). Entries up to this
-  // seq may be gone: a feed client resuming from before it must reload instead.
+  // 3: for the event-log trim (store/event-log-trim.ts). logged_at: when the entry was written,
+  // or last confirmed by a duplicate commit (at is the event's own time: a recovered message's
+  // receivedAt can be days older than its entry); NULL before this version. log_horizon: how
+  // far the log has been trimmed; entries up to this seq may be gone, so a feed client
+  // resuming from before it must reload instead.
   `
+  ALTER TABLE events ADD COLUMN logged_at TEXT;
   CREATE TABLE log_horizon (
     id  INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL

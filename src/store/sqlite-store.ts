@@ -37,6 +37,7 @@ import {
   type CommitResult,
   type EventLog,
   type EventLogTrim,
+  type TrimResult,
   type ListQuery,
   type LogEntryHead,
   type LoggedEvent,
@@ -75,6 +76,14 @@ const COMMIT_LINGER_MS = 20;
  * takes to reach the feed (bench/ws-feed.mjs p99), for no throughput gain at that rate.
  */
 const COMMIT_LINGER_FROM = 4;
+
+interface TrimRow {
+  seq: number;
+  type: string;
+  id: string;
+  logged: string;
+  live: number;
+}
 
 interface SummaryRow {
   seq: number;
@@ -203,7 +212,7 @@ class SqliteStore implements SqliteMessageStore {
   readonly #selectReceived: Database.Statement<[string], { seq: number }>;
   readonly #insertMessage: Database.Statement<InsertParams>;
   readonly #insertRcpt: Database.Statement<[string, number, string]>;
-  readonly #insertLog: Database.Statement<[string, string, string, string | null]>;
+  readonly #insertLog: Database.Statement<[string, string, string, string | null, string]>;
   readonly #deleteMessage: Database.Statement<[string]>;
   readonly #deleteRcpts: Database.Statement<[string]>;
   readonly #selectLogAfter: Database.Statement<[number, number], LogRow>;
@@ -211,8 +220,8 @@ class SqliteStore implements SqliteMessageStore {
   readonly #selectRcpts: Database.Statement<[string], { rcpt_json: string }>;
   readonly #selectLastSeq: Database.Statement<[], { seq: number }>;
   readonly #selectHorizon: Database.Statement<[], { seq: number }>;
-  readonly #firstEntryFrom: Database.Statement<[number], { seq: number; at: string }>;
-  readonly #trimTx: (olderThan: string, keepFrom: number, maxRows: number) => number;
+  readonly #touchReceived: Database.Statement<[string, string]>;
+  readonly #trimTx: (before: string, keepFrom: number, maxRows: number) => TrimResult;
   readonly #ping: Database.Statement<[], { ok: number }>;
   readonly #count: Database.Statement<[], { n: number }>;
   readonly #selectOldest: Database.Statement<[number], { id: string; received_at: string }>;
@@ -271,7 +280,7 @@ class SqliteStore implements SqliteMessageStore {
          @search_text, @size, @spam_status, @spam_score, @attachment_count, @message_id, @event_json, @raw)`,
     );
     this.#insertRcpt = db.prepare('INSERT OR IGNORE INTO message_rcpt (rcpt, seq, id) VALUES (?, ?, ?)');
-    this.#insertLog = db.prepare('INSERT INTO events (type, id, at, json) VALUES (?, ?, ?, ?)');
+    this.#insertLog = db.prepare('INSERT INTO events (type, id, at, json, logged_at) VALUES (?, ?, ?, ?, ?)');
     this.#deleteMessage = db.prepare('DELETE FROM messages WHERE id = ?');
     this.#deleteRcpts = db.prepare('DELETE FROM message_rcpt WHERE id = ?');
     // A received entry whose message is gone is filtered here, in SQL, so a page of `limit`
@@ -298,7 +307,7 @@ class SqliteStore implements SqliteMessageStore {
     // (all of them deleted messages) must not make the log look shorter to a resuming client.
     this.#selectLastSeq = db.prepare("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0) AS seq");
     this.#selectHorizon = db.prepare('SELECT seq FROM log_horizon WHERE id = 1');
-    this.#firstEntryFrom = db.prepare('SELECT seq, at FROM events WHERE seq >= ? ORDER BY seq LIMIT 1');
+    this.#touchReceived = db.prepare<[string, string]>("UPDATE events SET logged_at = ? WHERE type = 'mail.received' AND id = ?");
     this.#ping = db.prepare('SELECT 1 AS ok');
     this.#count = db.prepare('SELECT count(*) AS n FROM messages');
     // By seq: the primary key, so the walk from the oldest end reads only the rows it returns.
@@ -307,11 +316,14 @@ class SqliteStore implements SqliteMessageStore {
     const insertOne = ({ event, raw }: CommitItem): CommitResult => {
       // Checked inside the write transaction, so two commits of one id cannot both insert,
       // whether they are in one batch (the first insert is visible to the second) or not.
-      if (this.#selectReceived.get(event.id)) return 'duplicate';
+      if (this.#selectReceived.get(event.id)) {
+        this.#confirmReceived(event.id);
+        return 'duplicate';
+      }
       const params = insertParams(event, raw);
       const seq = Number(this.#insertMessage.run(params).lastInsertRowid);
       for (const rcpt of event.envelope.rcptTo) this.#insertRcpt.run(rcpt.toLowerCase(), seq, event.id);
-      this.#insertLog.run('mail.received', event.id, event.receivedAt, null);
+      this.#insertLog.run('mail.received', event.id, event.receivedAt, null, new Date().toISOString());
       return 'inserted';
     };
     // IMMEDIATE: take the write lock at BEGIN, so the duplicate check and the insert see the
@@ -321,9 +333,6 @@ class SqliteStore implements SqliteMessageStore {
     const insertBatchTx = db.transaction((items: readonly CommitItem[]) => items.map(insertOne));
     this.#insertBatchTx = (items) => insertBatchTx.immediate(items);
 
-    const deleteReceivedBehindHorizon = db.prepare<[string]>(
-      "DELETE FROM events WHERE type = 'mail.received' AND id = ? AND seq <= (SELECT seq FROM log_horizon WHERE id = 1)",
-    );
     const deleteTx = db.transaction((id: string, at: string): boolean => {
       const rcpts = this.#selectRcpts.get(id);
       if (!rcpts || this.#deleteMessage.run(id).changes === 0) return false;
@@ -333,53 +342,59 @@ class SqliteStore implements SqliteMessageStore {
       // webhook filtered on recipients can tell whether the deletion concerns it, however long
       // ago the message came. They are not part of the public event: eventsAfter() leaves them out.
       const rcptTo = JSON.parse(rcpts.rcpt_json) as string[];
-      this.#insertLog.run(event.type, id, at, JSON.stringify({ ...event, rcptTo }));
-      // Behind the horizon no reader can reach its received entry any more (store/event-log-trim.ts).
-      deleteReceivedBehindHorizon.run(id);
+      this.#insertLog.run(event.type, id, at, JSON.stringify({ ...event, rcptTo }), at);
       return true;
     });
     this.#deleteTx = (id, at) => deleteTx.immediate(id, at);
 
-    // Eligible: a mail.deleted entry, or a mail.received entry whose message is gone. A live
-    // message's entry stays: it is what since=<id> resolves and what keeps commit() idempotent.
-    const selectTrimmable = db.prepare<{ after: number; upTo: number; limit: number }, { seq: number }>(
-      `SELECT e.seq FROM events e
+    // The trim walks the log from its horizon in seq order, a bounded page at a time, and stops
+    // at the first entry logged at or after `before` (store/event-log-trim.ts has the rules).
+    const selectFromHorizon = db.prepare<{ after: number; upTo: number; limit: number }, TrimRow>(
+      `SELECT e.seq, e.type, e.id, coalesce(e.logged_at, e.at) AS logged,
+              (e.type = 'mail.received' AND EXISTS (SELECT 1 FROM messages m WHERE m.id = e.id)) AS live
+         FROM events e
         WHERE e.seq > @after AND e.seq <= @upTo
-          AND (e.type <> 'mail.received' OR NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.id))
         ORDER BY e.seq LIMIT @limit`,
     );
     const deleteEntry = db.prepare<[number]>('DELETE FROM events WHERE seq = ?');
+    // A deletion's own message entry, wherever it is (behind the horizon, typically: retention
+    // deletes old mail), unless it was confirmed by a commit since `before`.
+    const deleteReceivedOf = db.prepare<{ id: string; before: string }>(
+      `DELETE FROM events WHERE type = 'mail.received' AND id = @id AND coalesce(logged_at, at) < @before
+          AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = @id)`,
+    );
     const setHorizon = db.prepare<[number]>('UPDATE log_horizon SET seq = ? WHERE id = 1');
-    const trimTx = db.transaction((olderThan: string, keepFrom: number, maxRows: number): number => {
+    const trimTx = db.transaction((before: string, keepFrom: number, maxRows: number): TrimResult => {
       const horizon = this.logHorizon();
-      const upTo = Math.min(this.#lastSeqBefore(olderThan, horizon), keepFrom);
-      if (upTo <= horizon) return 0;
-      const rows = selectTrimmable.all({ after: horizon, upTo, limit: maxRows });
-      for (const { seq } of rows) deleteEntry.run(seq);
-      const last = rows[rows.length - 1];
-      if (last) setHorizon.run(last.seq);
-      return rows.length;
+      const rows = selectFromHorizon.all({ after: horizon, upTo: Math.min(keepFrom, Number.MAX_SAFE_INTEGER), limit: maxRows });
+      let reached = horizon;
+      let removed = 0;
+      for (const row of rows) {
+        if (row.logged >= before) return this.#finishTrim(setHorizon, horizon, reached, removed, false);
+        reached = row.seq;
+        // A live message's entry stays: since=<id> resolves it, and it makes a second commit a no-op.
+        if (row.live) continue;
+        removed += deleteEntry.run(row.seq).changes;
+        if (row.type === 'mail.deleted') removed += deleteReceivedOf.run({ id: row.id, before }).changes;
+      }
+      return this.#finishTrim(setHorizon, horizon, reached, removed, rows.length === maxRows);
     });
-    this.#trimTx = (olderThan, keepFrom, maxRows) => trimTx.immediate(olderThan, keepFrom, maxRows);
+    this.#trimTx = (before, keepFrom, maxRows) => trimTx.immediate(before, keepFrom, maxRows);
 
     this.#log.debug({ file }, 'store open');
   }
 
   /**
-   * The highest seq after `from` logged before `olderThan`, or `from`. A binary search on seq:
-   * `at` grows with seq (commit order; a message recovered from the spool keeps its older
-   * receivedAt, which only makes it look older), so this reads a few dozen rows, not the log.
+   * A second commit of a message comes from spool recovery: its record was on disk until now,
+   * so the trim must keep this entry (what makes the next such commit a no-op) a while longer.
    */
-  #lastSeqBefore(olderThan: string, from: number): number {
-    let lo = from;
-    let hi = this.lastEventSeq();
-    while (lo < hi) {
-      const mid = lo + Math.ceil((hi - lo) / 2);
-      const row = this.#firstEntryFrom.get(mid);
-      if (row && row.seq <= hi && row.at < olderThan) lo = row.seq;
-      else hi = mid - 1;
-    }
-    return lo;
+  #confirmReceived(id: string): void {
+    this.#touchReceived.run(new Date().toISOString(), id);
+  }
+
+  #finishTrim(setHorizon: Database.Statement<[number]>, from: number, reached: number, removed: number, more: boolean): TrimResult {
+    if (reached > from) setHorizon.run(reached);
+    return { removed, more };
   }
 
   #messageDir(id: string): string {
@@ -406,6 +421,7 @@ class SqliteStore implements SqliteMessageStore {
     const rawFile = this.#rawFile(event.id);
     // Cheap early answer for spool recovery re-running a message that is already stored.
     if (this.#selectReceived.get(event.id)) {
+      this.#confirmReceived(event.id);
       await this.#dropIfNotLive(event.id);
       return 'duplicate';
     }
@@ -621,9 +637,9 @@ class SqliteStore implements SqliteMessageStore {
     return isMessageId(id) ? (this.#selectReceived.get(id)?.seq ?? null) : null;
   }
 
-  trimEventLog(olderThan: string, keepFrom: number, maxRows: number): number {
+  trimEventLog(before: string, keepFrom: number, maxRows: number): TrimResult {
     if (!Number.isSafeInteger(maxRows) || maxRows < 1) throw new RangeError('trimEventLog: maxRows must be a positive integer');
-    return this.#trimTx(olderThan, keepFrom, maxRows);
+    return this.#trimTx(before, keepFrom, maxRows);
   }
 
   count(): number {

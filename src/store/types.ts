@@ -145,13 +145,22 @@ export interface EventLog {
   receivedSeq(id: string): number | null;
 }
 
+/** One step of the event-log trim. */
+export interface TrimResult {
+  /** Entries removed. */
+  removed: number;
+  /** The step stopped at its row limit, not at `before` or keepFrom: there may be more. */
+  more: boolean;
+}
+
 /** What the event-log trim (store/event-log-trim.ts) needs from the store. */
 export interface EventLogTrim {
   /**
-   * Removes up to `maxRows` entries that no reader needs: mail.deleted entries, and the
-   * mail.received entries of messages deleted since, logged before `olderThan` (an ISO time)
-   * and at or before `keepFrom` (the lowest webhook cursor). Moves the horizon to the last one
-   * removed. Returns how many went.
+   * Walks up to `maxRows` entries past the horizon, in log order, up to `keepFrom` (the lowest
+   * webhook cursor) and stopping at the first logged at or after `before` (an ISO time). Of
+   * those it removes the mail.deleted entries (with their message's mail.received entry, if
+   * that was logged before `before`) and the mail.received entries of messages gone; a live
+   * message's entry stays. The horizon moves to the last entry walked.
    */
-  trimEventLog(olderThan: string, keepFrom: number, maxRows: number): number;
+  trimEventLog(before: string, keepFrom: number, maxRows: number): TrimResult;
 }

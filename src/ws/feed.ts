@@ -379,6 +379,13 @@ class Feed implements EventFeed {
     if (this.#unsubscribe === null) return;
     let page: LoggedEvent[];
     try {
+      if (this.#hubSeq < this.#o.log.logHorizon()) {
+        // The trim overtook the fan-out (it stalled for longer than the log keeps entries): a
+        // mail.deleted may be gone, so the live clients start afresh rather than miss it.
+        for (const c of this.#clients) if (c.state === 'live') this.#expired(c);
+        this.#hubSeq = this.#o.log.lastEventSeq();
+        return;
+      }
       page = this.#o.log.eventsAfter({ seq: this.#hubSeq }, PAGE) ?? [];
     } catch (err) {
       this.#log.error({ err }, 'reading the event log for the feed failed; closing feed clients');

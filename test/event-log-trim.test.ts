@@ -171,6 +171,11 @@ describe('EventLogTrimmer', () => {
     const spooled = new EventLogTrimmer({ store, maxAgeS: 86_400, keepFrom: () => Infinity, oldestSpooled: () => 0, logger: silentLogger(), now: () => Date.now() + 2 * day });
     expect(await spooled.round()).toBe(0);
     expect(store.logHorizon()).toBe(0);
+    // A spooled message received "after" these entries were logged: the clock stepped back half
+    // an hour. The hour's margin still keeps them.
+    const stepped = new EventLogTrimmer({ store, maxAgeS: 86_400, keepFrom: () => Infinity, oldestSpooled: () => Date.now() + day / 48, logger: silentLogger(), now: () => Date.now() + 2 * day });
+    expect(await stepped.round()).toBe(0);
+    expect(store.logHorizon()).toBe(0);
     // A webhook cursor at 1500 holds the rest back.
     const held = new EventLogTrimmer({ store, maxAgeS: 86_400, keepFrom: () => 1500, oldestSpooled: () => Infinity, logger: silentLogger(), now: () => Date.now() + 2 * day });
     expect(await held.round()).toBe(1500);
@@ -178,7 +183,7 @@ describe('EventLogTrimmer', () => {
     const free = new EventLogTrimmer({ store, maxAgeS: 86_400, keepFrom: () => Infinity, oldestSpooled: () => Infinity, logger: silentLogger(), now: () => Date.now() + 2 * day });
     expect(await free.round()).toBe(900);
     expect(entries()).toEqual([[2401, 'mail.received', live.id]]);
-    await Promise.all([off.stop(), early.stop(), spooled.stop(), held.stop(), free.stop()]);
+    await Promise.all([off.stop(), early.stop(), spooled.stop(), stepped.stop(), held.stop(), free.stop()]);
   });
 
   it('a failing store is logged and the next round tries again', async () => {

@@ -685,36 +685,37 @@ describe('SpoolJournal compaction', () => {
     return new Set((await next.readPrevious()).map((r) => r.id));
   }
 
-  it('oldestAppendTime: Infinity with no segment, the oldest segment\'s creation, 0 while a previous run\'s remain', async () => {
+  it('oldestRecordTime: the oldest receivedAt of any record on disk, kept across compaction and recovery', async () => {
     await open(1_000);
-    expect(journal.oldestAppendTime()).toBe(Infinity);
-    const t0 = Date.now();
-    const first = record('x'.repeat(1500));
+    expect(journal.oldestRecordTime()).toBe(Infinity);
+    const day1 = '2026-12-01T00:00:00.000Z';
+    const day2 = '2026-12-02T00:00:00.000Z';
+    // Each record fills a segment: the second goes into a new one.
+    const first = { ...record('x'.repeat(1500)), receivedAt: day1 };
+    const second = { ...record('y'.repeat(1500)), receivedAt: day2 };
     await journal.append(first);
-    const created = journal.oldestAppendTime();
-    expect(created).toBeGreaterThanOrEqual(t0);
-    expect(created).toBeLessThanOrEqual(Date.now());
-    // Each record fills a segment: the second goes into a new one; the first still holds a live record.
-    await new Promise((r) => setTimeout(r, 5));
-    const second = record('y'.repeat(1500));
+    expect(journal.oldestRecordTime()).toBe(Date.parse(day1));
     await journal.append(second);
     expect(readdirSync(dir).length).toBe(2);
-    expect(journal.oldestAppendTime()).toBe(created);
-    // The first segment goes once its record is released: the bound moves up to the second's creation.
+    expect(journal.oldestRecordTime()).toBe(Date.parse(day1));
+    // The first segment goes once its record is released; its tombstone does not count.
     await journal.release(first.id, first.file);
-    await vi.waitFor(() => expect(journal.oldestAppendTime()).toBeGreaterThan(created));
-    // At the next start the old segments are of unknown age until recovery rewrote and deleted them.
+    await vi.waitFor(() => expect(journal.oldestRecordTime()).toBe(Date.parse(day2)));
+    // At the next start the old segments count as oldest (0) until recovery rewrote and deleted
+    // them; the rewritten record keeps its receivedAt, not the time it was written again.
     await journal.close();
     journal = new SpoolJournal(dir);
     await journal.init();
-    expect(journal.oldestAppendTime()).toBe(0);
+    expect(journal.oldestRecordTime()).toBe(0);
     const live = await journal.readPrevious();
     expect(live.map((r) => r.id)).toEqual([second.id]);
-    const t1 = Date.now();
     for (const r of live) await journal.append(r);
-    expect(journal.oldestAppendTime()).toBe(0);
+    expect(journal.oldestRecordTime()).toBe(0);
     await journal.dropPrevious();
-    expect(journal.oldestAppendTime()).toBeGreaterThanOrEqual(t1);
+    expect(journal.oldestRecordTime()).toBe(Date.parse(day2));
+    // A record without a readable receivedAt counts as the oldest possible.
+    await journal.append(record('z'));
+    expect(journal.oldestRecordTime()).toBe(0);
   });
 
   it('leaves segments whose records are all live alone: copying them would free nothing', async () => {

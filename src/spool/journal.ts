@@ -53,6 +53,8 @@ export interface JournalRecord {
   data?: string;
   /** A tombstone: the message recorded under `file` was released. */
   released?: true;
+  /** When the message began to arrive (ISO time): see oldestRecordTime(). */
+  receivedAt?: string;
   [field: string]: unknown;
 }
 
@@ -102,8 +104,12 @@ interface Segment {
   liveBytes: number;
   /** No more appends: full, failed, or closed. Deleted once live reaches 0 and every older segment is gone. */
   retired: boolean;
-  /** Date.now() before the file was created: every record in it was appended after this. */
-  createdAt: number;
+  /**
+   * The oldest receivedAt of the records written to it (ms since the epoch; 0 for a record
+   * without one, Infinity while there is none). A record copied by compaction or rewritten at
+   * recovery keeps its receivedAt, so this is never younger than the messages in the file.
+   */
+  oldestRecord: number;
 }
 
 export interface JournalOptions {
@@ -238,15 +244,15 @@ export class SpoolJournal {
   }
 
   /**
-   * A time (ms since the epoch) before which no record on disk was appended: the creation of the
-   * oldest segment still there; 0 while a previous run's segments remain (their age is unknown);
-   * Infinity when there is none. A record can outlive its message's release (a tombstone that
-   * could not be written), and recovery would then commit that message again: the store's
-   * event-log trim keeps the entries that make such a commit a no-op until this moves past them.
+   * The oldest receivedAt (ms since the epoch) of any message record still on disk, released or
+   * not; 0 while a previous run's segments remain (not known until they are gone); Infinity
+   * when there is none. A record can outlive its message's release (a tombstone that could not
+   * be written), and recovery would then commit that message again: the store's event-log trim
+   * keeps the entries that make such a commit a no-op until this moves past them.
    */
-  oldestAppendTime(): number {
+  oldestRecordTime(): number {
     if (this.#previous.length > 0) return 0;
-    return this.#segments.reduce((oldest, s) => Math.min(oldest, s.createdAt), Infinity);
+    return this.#segments.reduce((oldest, s) => Math.min(oldest, s.oldestRecord), Infinity);
   }
 
   /** The message whose record named `file` is released (its file is gone, or a tombstone is written). */
@@ -276,6 +282,8 @@ export class SpoolJournal {
 
   async #writeBatch(records: readonly JournalRecord[]): Promise<{ ok: true; value: undefined }[]> {
     const segment = await this.#segmentFor();
+    // Before the write: from the moment the bytes may be on disk, the bound covers them.
+    for (const r of records) if (!r.released) segment.oldestRecord = Math.min(segment.oldestRecord, receivedTime(r));
     const lines = records.map((r) => `${JSON.stringify(r)}\n`);
     const data = Buffer.from(lines.join(''));
     segment.writing = true;
@@ -320,9 +328,8 @@ export class SpoolJournal {
     if (this.#current && !this.#current.retired) return this.#current;
     if (this.#nextSeq === 0) throw new Error('spool journal: init() first');
     const name = segmentName(this.#nextSeq++);
-    const createdAt = Date.now();
     const fh = await open(join(this.dir, name), 'ax', 0o600);
-    const segment: Segment = { name, fh, bytes: 0, writing: false, live: 0, liveBytes: 0, retired: false, createdAt };
+    const segment: Segment = { name, fh, bytes: 0, writing: false, live: 0, liveBytes: 0, retired: false, oldestRecord: Infinity };
     // Listed before the sync: if that fails, the (empty) segment is retired and deleted in turn.
     this.#segments.push(segment);
     try {
@@ -427,6 +434,12 @@ export class SpoolJournal {
 }
 
 /** What a tombstone names: one record of one message. */
+/** A record's receivedAt in ms; 0 (the oldest possible) when it has none or it does not parse. */
+function receivedTime(r: JournalRecord): number {
+  const t = typeof r.receivedAt === 'string' ? Date.parse(r.receivedAt) : NaN;
+  return Number.isFinite(t) ? t : 0;
+}
+
 function recordKey(r: JournalRecord): string {
   return `${r.id}/${r.file}`;
 }

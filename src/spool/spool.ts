@@ -217,9 +217,9 @@ export class Spool {
     return this.#journal.dir;
   }
 
-  /** See SpoolJournal.oldestAppendTime(): nothing still in the spool was written before this. */
+  /** See SpoolJournal.oldestRecordTime(): no message still in the spool began to arrive before this. */
   oldestRecordTime(): number {
-    return this.#journal.oldestAppendTime();
+    return this.#journal.oldestRecordTime();
   }
 
   async init(): Promise<void> {

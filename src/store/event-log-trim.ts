@@ -9,10 +9,12 @@
  *   - of what it walks it removes mail.deleted entries, with the mail.received entry of the
  *     message they delete, and the mail.received entries of messages gone. A live message's
  *     entry stays: since=<id> resolves it, and it makes a second commit of that message a no-op;
- *   - it also stops at the age of the oldest record in the spool. A record can outlive its
- *     message's release (a tombstone that could not be written), and spool recovery then
- *     commits that message again: the mail.received entry is what keeps a message deleted
- *     since from coming back, so it stays while such a record might exist.
+ *   - it also stops at the receivedAt of the oldest message record in the spool, less an
+ *     hour for clock steps. A record can outlive its message's release (a tombstone that could
+ *     not be written), and spool recovery then commits that message again: the mail.received
+ *     entry (logged after the message began to arrive, and stamped again by such a commit) is
+ *     what keeps a message deleted since from coming back, so it stays while such a record
+ *     might exist.
  *
  * The horizon moves to the last entry walked. A feed client resuming from before it could have
  * missed a mail.deleted, so it is told to reload (close code 4410) rather than silently given a
@@ -39,6 +41,8 @@ export interface EventLogTrimDeps {
 }
 
 const INTERVAL_MS = 10 * 60_000;
+/** receivedAt and logged_at come from the wall clock; a step back of up to this is tolerated. */
+const CLOCK_MARGIN_MS = 60 * 60_000;
 const BATCH = 1000;
 const MAX_BATCHES = 100;
 
@@ -75,7 +79,7 @@ export class EventLogTrimmer {
     const { store, logger } = this.#deps;
     const byAge = (this.#deps.now ?? Date.now)() - this.#deps.maxAgeS * 1000;
     // A Date holds at most 8.64e15 ms: Infinity (an empty spool) would not make an ISO string.
-    const before = new Date(Math.min(byAge, this.#deps.oldestSpooled())).toISOString();
+    const before = new Date(Math.max(0, Math.min(byAge, this.#deps.oldestSpooled() - CLOCK_MARGIN_MS))).toISOString();
     let removed = 0;
     try {
       for (let i = 0; i < MAX_BATCHES && !this.#stopped; i++) {

@@ -307,7 +307,10 @@ class SqliteStore implements SqliteMessageStore {
     // (all of them deleted messages) must not make the log look shorter to a resuming client.
     this.#selectLastSeq = db.prepare("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0) AS seq");
     this.#selectHorizon = db.prepare('SELECT seq FROM log_horizon WHERE id = 1');
-    this.#touchReceived = db.prepare<[string, string]>("UPDATE events SET logged_at = ? WHERE type = 'mail.received' AND id = ?");
+    // max(): a clock stepped back must not make the entry look older than it was.
+    this.#touchReceived = db.prepare<[string, string]>(
+      "UPDATE events SET logged_at = max(coalesce(logged_at, at), ?) WHERE type = 'mail.received' AND id = ?",
+    );
     this.#ping = db.prepare('SELECT 1 AS ok');
     this.#count = db.prepare('SELECT count(*) AS n FROM messages');
     // By seq: the primary key, so the walk from the oldest end reads only the rows it returns.

@@ -718,6 +718,26 @@ describe('SpoolJournal compaction', () => {
     expect(journal.oldestRecordTime()).toBe(0);
   });
 
+  it('rotates a segment open longer than its maximum age, so a quiet server does not keep one for days', async () => {
+    journal = new SpoolJournal(dir, { segmentMaxAgeMs: 1000 });
+    await journal.init();
+    const a = { ...record('a'), receivedAt: '2026-12-01T00:00:00.000Z' };
+    const b = { ...record('b'), receivedAt: '2026-12-02T00:00:00.000Z' };
+    const c = { ...record('c'), receivedAt: '2026-12-02T00:00:01.000Z' };
+    await journal.append(a);
+    await journal.append(b);
+    const [first] = readdirSync(dir);
+    expect(readdirSync(dir)).toEqual([first]);
+    await new Promise((r) => setTimeout(r, 1100));
+    await journal.append(c);
+    expect(readdirSync(dir)).toHaveLength(2);
+    // The old segment goes once what it holds is released, and the bound moves with it.
+    await journal.release(a.id, a.file);
+    await journal.release(b.id, b.file);
+    await vi.waitFor(() => expect(journal.oldestRecordTime()).toBe(Date.parse(c.receivedAt)));
+    expect(readdirSync(dir)).not.toContain(first);
+  });
+
   it('leaves segments whose records are all live alone: copying them would free nothing', async () => {
     await open(10_000);
     for (let i = 0; i < 80; i++) await journal.append(record('x'.repeat(1000)));

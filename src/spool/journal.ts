@@ -60,6 +60,11 @@ export interface JournalRecord {
 
 /** A segment is rotated once it passes this size: few segments, each quickly deleted. */
 const SEGMENT_MAX_BYTES = 4 * 1024 * 1024;
+/**
+ * ...or once it has been open this long. On a quiet server 4 MiB takes days to fill, and the
+ * open segment holds back oldestRecordTime(), so the event-log trim, for as long.
+ */
+const SEGMENT_MAX_AGE_MS = 60 * 60_000;
 const SEGMENT_NAME = /^(\d{12})\.log$/;
 /** Bounds one batch (and so one write) under load. */
 const MAX_BATCH = 256;
@@ -110,16 +115,21 @@ interface Segment {
    * recovery keeps its receivedAt, so this is never younger than the messages in the file.
    */
   oldestRecord: number;
+  /** performance.now() when it was opened (rotation by age). */
+  openedAt: number;
 }
 
 export interface JournalOptions {
   /** For tests: rotate sooner. */
   segmentMaxBytes?: number;
+  /** For tests: rotate sooner. */
+  segmentMaxAgeMs?: number;
 }
 
 export class SpoolJournal {
   readonly dir: string;
   readonly #segmentMax: number;
+  readonly #segmentMaxAge: number;
   /** 0 until init() ran. */
   #nextSeq = 0;
   /** Segment files of a previous run, read by readPrevious() and deleted by dropPrevious(). */
@@ -151,6 +161,7 @@ export class SpoolJournal {
     this.dir = dir;
     this.#dirSync = new DirectorySync(dir);
     this.#segmentMax = options.segmentMaxBytes ?? SEGMENT_MAX_BYTES;
+    this.#segmentMaxAge = options.segmentMaxAgeMs ?? SEGMENT_MAX_AGE_MS;
   }
 
   /** Notes the previous run's segments; new records never go into them. */
@@ -325,11 +336,15 @@ export class SpoolJournal {
 
   /** The segment the next batch goes into: a new one is created, and its name made durable. */
   async #segmentFor(): Promise<Segment> {
-    if (this.#current && !this.#current.retired) return this.#current;
+    const current = this.#current;
+    if (current && !current.retired) {
+      if (performance.now() - current.openedAt < this.#segmentMaxAge) return current;
+      void this.#retire(current);
+    }
     if (this.#nextSeq === 0) throw new Error('spool journal: init() first');
     const name = segmentName(this.#nextSeq++);
     const fh = await open(join(this.dir, name), 'ax', 0o600);
-    const segment: Segment = { name, fh, bytes: 0, writing: false, live: 0, liveBytes: 0, retired: false, oldestRecord: Infinity };
+    const segment: Segment = { name, fh, bytes: 0, writing: false, live: 0, liveBytes: 0, retired: false, oldestRecord: Infinity, openedAt: performance.now() };
     // Listed before the sync: if that fails, the (empty) segment is retired and deleted in turn.
     this.#segments.push(segment);
     try {

@@ -61,8 +61,10 @@ export interface JournalRecord {
 /** A segment is rotated once it passes this size: few segments, each quickly deleted. */
 const SEGMENT_MAX_BYTES = 4 * 1024 * 1024;
 /**
- * ...or once it has been open this long. On a quiet server 4 MiB takes days to fill, and the
- * open segment holds back oldestRecordTime(), so the event-log trim, for as long.
+ * ...or, at the next write, once it has been open this long. On a quiet server 4 MiB takes days
+ * to fill, and the open segment holds back oldestRecordTime(), so the event-log trim, for as
+ * long. (With no write at all the open segment stays; it then holds back at most the entries
+ * logged since its oldest record, and nothing new arrives to be trimmed but deletions.)
  */
 const SEGMENT_MAX_AGE_MS = 60 * 60_000;
 const SEGMENT_NAME = /^(\d{12})\.log$/;

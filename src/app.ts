@@ -116,8 +116,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     const sqlite = openSqliteStore(dataDir, logger);
     store = sqlite;
     // Before spool recovery, so recovered mail is delivered too; it follows the store's event log.
-    webhooks = new WebhookDispatcher({ webhooks: config.webhooks, dataDir, store: sqlite, bus, logger, metrics });
-    webhooks.start();
+    const dispatcher = (webhooks = new WebhookDispatcher({ webhooks: config.webhooks, dataDir, store: sqlite, bus, logger, metrics }));
+    dispatcher.start();
     await spool.init();
 
     domains = new WatchedTable(config.configDir, 'domains', domainsSchema, EMPTY_DOMAINS, logger);
@@ -137,11 +137,11 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       if (event.type === 'mail.received') ret.messageStored();
     });
     ret.start();
-    const hooksForTrim = webhooks;
+    // After recovery too: recovered messages are committed (their entries stamped) first.
     logTrim = new EventLogTrimmer({
       store: sqlite,
       maxAgeS: config.storage.event_log_max_age_s,
-      keepFrom: () => hooksForTrim.lowestCursor(),
+      keepFrom: () => dispatcher.lowestCursor(),
       oldestSpooled: () => spool.oldestRecordTime(),
       logger,
     });

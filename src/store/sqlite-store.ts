@@ -372,15 +372,20 @@ class SqliteStore implements SqliteMessageStore {
       const rows = selectFromHorizon.all({ after: horizon, upTo: Math.min(keepFrom, Number.MAX_SAFE_INTEGER), limit: maxRows });
       let reached = horizon;
       let removed = 0;
+      let more = rows.length === maxRows;
       for (const row of rows) {
-        if (row.logged >= before) return this.#finishTrim(setHorizon, horizon, reached, removed, false);
+        if (row.logged >= before) {
+          more = false;
+          break;
+        }
         reached = row.seq;
         // A live message's entry stays: since=<id> resolves it, and it makes a second commit a no-op.
         if (row.live) continue;
         removed += deleteEntry.run(row.seq).changes;
         if (row.type === 'mail.deleted') removed += deleteReceivedOf.run({ id: row.id, before }).changes;
       }
-      return this.#finishTrim(setHorizon, horizon, reached, removed, rows.length === maxRows);
+      if (reached > horizon) setHorizon.run(reached);
+      return { removed, more };
     });
     this.#trimTx = (before, keepFrom, maxRows) => trimTx.immediate(before, keepFrom, maxRows);
 
@@ -393,11 +398,6 @@ class SqliteStore implements SqliteMessageStore {
    */
   #confirmReceived(id: string): void {
     this.#touchReceived.run(new Date().toISOString(), id);
-  }
-
-  #finishTrim(setHorizon: Database.Statement<[number]>, from: number, reached: number, removed: number, more: boolean): TrimResult {
-    if (reached > from) setHorizon.run(reached);
-    return { removed, more };
   }
 
   #messageDir(id: string): string {

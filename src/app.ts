@@ -137,7 +137,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       if (event.type === 'mail.received') ret.messageStored();
     });
     ret.start();
-    // After recovery too: recovered messages are committed (their entries stamped) first.
+    // Its spool bound is exact only after recovery: until then a previous run's journal counts as oldest.
     logTrim = new EventLogTrimmer({
       store: sqlite,
       maxAgeS: config.storage.event_log_max_age_s,

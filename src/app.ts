@@ -265,7 +265,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     routing?.close();
     // Webhook attempts in flight are aborted (and run again at the next start); they read the store.
     await webhooks?.stop();
-    store?.close();
+    await store?.close();
     dirLock?.release();
   }
 

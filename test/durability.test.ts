@@ -82,7 +82,7 @@ describe('durability across SIGKILL', () => {
     // What the killed server had stored (and so published) before it died.
     const before = openSqliteStore(join(dir, 'data'));
     const storedBefore = new Set(collectIds(before));
-    before.close();
+    await before.close();
 
     // Restart (in-process, same data directory): recovery runs before the listener opens.
     const published: string[] = [];
@@ -96,7 +96,7 @@ describe('durability across SIGKILL', () => {
     try {
       const after = openSqliteStore(join(dir, 'data'));
       const events = collectIds(after).map((id) => after.get(id)!);
-      after.close();
+      await after.close();
       const byMessageId = new Map<string, number>();
       for (const e of events) byMessageId.set(e.messageId!, (byMessageId.get(e.messageId!) ?? 0) + 1);
       for (const messageId of acked) expect(byMessageId.get(messageId), messageId).toBe(1);

@@ -30,8 +30,8 @@ beforeEach(() => {
   store = openSqliteStore(join(dir, 'data'));
 });
 
-afterEach(() => {
-  store.close();
+afterEach(async () => {
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -61,7 +61,7 @@ describe('SqliteStore.trimEventLog', () => {
     expect(store.lastEventSeq()).toBe(6);
     expect(store.logHorizon()).toBe(0);
 
-    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 4, more: false });
+    expect(await store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 4, more: false });
     expect(entries()).toEqual([
       [3, 'mail.received', c.id],
       [4, 'mail.received', d.id],
@@ -72,7 +72,7 @@ describe('SqliteStore.trimEventLog', () => {
     expect(await store.commit(makeEvent(), { bytes: Buffer.from('x') })).toBe('inserted');
     expect(store.lastEventSeq()).toBe(7);
     // The horizon follows what was walked, removed or not.
-    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 0, more: false });
+    expect(await store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 0, more: false });
     expect(store.logHorizon()).toBe(7);
   });
 
@@ -85,27 +85,27 @@ describe('SqliteStore.trimEventLog', () => {
     // Recovered after days in the spool: an old receivedAt, logged now.
     const recovered = await stored('2026-01-01T00:00:00.000Z');
     await store.delete(recovered.id);
-    expect(store.trimEventLog(mid, Infinity, 1000)).toEqual({ removed: 2, more: false });
+    expect(await store.trimEventLog(mid, Infinity, 1000)).toEqual({ removed: 2, more: false });
     expect(entries().map(([seq]) => seq)).toEqual([3, 4]);
     expect(store.logHorizon()).toBe(2);
-    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 2, more: false });
+    expect(await store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 2, more: false });
     expect(entries()).toEqual([]);
   });
 
   it('never goes past keepFrom (the lowest webhook cursor)', async () => {
     for (const e of [await stored(), await stored(), await stored()]) await store.delete(e.id);
-    expect(store.trimEventLog(FUTURE, 2, 1000)).toEqual({ removed: 2, more: false });
+    expect(await store.trimEventLog(FUTURE, 2, 1000)).toEqual({ removed: 2, more: false });
     expect(entries().map(([seq]) => seq)).toEqual([3, 4, 5, 6]);
-    expect(store.trimEventLog(FUTURE, 0, 1000)).toEqual({ removed: 0, more: false });
+    expect(await store.trimEventLog(FUTURE, 0, 1000)).toEqual({ removed: 0, more: false });
     expect(store.logHorizon()).toBe(2);
   });
 
   it('walks at most maxRows entries per call, oldest first, and says when there may be more', async () => {
     for (const e of [await stored(), await stored(), await stored()]) await store.delete(e.id);
-    expect(store.trimEventLog(FUTURE, Infinity, 4)).toEqual({ removed: 4, more: true });
+    expect(await store.trimEventLog(FUTURE, Infinity, 4)).toEqual({ removed: 4, more: true });
     expect(entries().map(([seq]) => seq)).toEqual([5, 6]);
     expect(store.logHorizon()).toBe(4);
-    expect(store.trimEventLog(FUTURE, Infinity, 4)).toEqual({ removed: 2, more: false });
+    expect(await store.trimEventLog(FUTURE, Infinity, 4)).toEqual({ removed: 2, more: false });
     expect(entries()).toEqual([]);
   });
 
@@ -113,7 +113,7 @@ describe('SqliteStore.trimEventLog', () => {
     const live = await stored();
     const gone = await stored();
     await store.delete(gone.id);
-    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 2, more: false });
+    expect(await store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 2, more: false });
     expect(store.logHorizon()).toBe(3);
     // Behind the horizon, the live message's entry still makes a second commit a no-op.
     expect(store.receivedSeq(live.id)).toBe(1);
@@ -124,7 +124,7 @@ describe('SqliteStore.trimEventLog', () => {
       [1, 'mail.received', live.id],
       [4, 'mail.deleted', live.id],
     ]);
-    expect(store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 2, more: false });
+    expect(await store.trimEventLog(FUTURE, Infinity, 1000)).toEqual({ removed: 2, more: false });
     expect(entries()).toEqual([]);
     expect(store.receivedSeq(live.id)).toBeNull();
   });
@@ -139,7 +139,7 @@ describe('SqliteStore.trimEventLog', () => {
     // A spool record that outlived its release: recovery commits the deleted message again.
     expect(await store.commit(m, { bytes: Buffer.from('x') })).toBe('duplicate');
     // The trimmer's `before` is at most the age of the oldest spool record, so here <= mid.
-    expect(store.trimEventLog(mid, Infinity, 1000)).toEqual({ removed: 0, more: false });
+    expect(await store.trimEventLog(mid, Infinity, 1000)).toEqual({ removed: 0, more: false });
     expect(entries().map(([seq, type]) => [seq, type])).toEqual([
       [1, 'mail.received'],
       [2, 'mail.received'],

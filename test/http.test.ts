@@ -114,7 +114,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.app.close();
-  store?.close();
+  await store?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -37,7 +37,7 @@ beforeEach(async () => {
 
 afterEach(async () => {
   await spool.close();
-  store.close();
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -24,8 +24,8 @@ beforeEach(() => {
   store = openSqliteStore(dataDir);
 });
 
-afterEach(() => {
-  store.close();
+afterEach(async () => {
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 

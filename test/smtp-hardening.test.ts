@@ -174,7 +174,7 @@ describe('graceful stop with a message in processing', () => {
       await stopping;
       const store = openSqliteStore(t.config.storage.data_dir);
       expect(store.list({}).items.map((m) => m.subject)).toEqual(['stopping']);
-      store.close();
+      await store.close();
       expect(readdirSync(join(t.config.storage.data_dir, 'spool', 'incoming'))).toEqual([]);
     } finally {
       spamd.server.close();

@@ -440,7 +440,7 @@ describe('graceful shutdown', () => {
     // Stored before the stop finished, with nothing left for recovery.
     const store = openSqliteStore(t.config.storage.data_dir);
     expect(store.list({}).items.map((m) => m.subject)).toEqual(['in flight']);
-    store.close();
+    await store.close();
     expect(readdirSync(join(t.config.storage.data_dir, 'spool', 'incoming'))).toEqual([]);
     rmSync(t.dir, { recursive: true, force: true });
   });

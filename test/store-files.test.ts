@@ -71,7 +71,7 @@ describe('commit across filesystems', () => {
       rmSync(rawPath);
       expect(readFileSync(store.raw(event.id)!.path!, 'utf8')).toBe('Subject: copied\r\n\r\nbody\r\n');
     } finally {
-      store.close();
+      await store.close();
     }
   });
 });

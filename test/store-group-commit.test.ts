@@ -162,9 +162,9 @@ describe('store group commit', () => {
     vi.mocked(files.fsyncPath).mockClear();
     dirSyncs = vi.spyOn(DirectorySync.prototype, 'sync');
   });
-  afterEach(() => {
+  afterEach(async () => {
     dirSyncs.mockRestore();
-    store.close();
+    await store.close();
     vi.mocked(fsp.link).mockReset();
     vi.mocked(files.fsyncPath).mockClear();
     rmSync(dir, { recursive: true, force: true });
@@ -250,6 +250,20 @@ describe('store group commit', () => {
     expect((results[1] as PromiseRejectedResult).reason).toBeInstanceOf(TypeError);
     expect(store.list({}).items.map((i) => i.id).sort()).toEqual(good.map((e) => e.id).sort());
     expect(store.get(poisoned.id)).toBeNull();
+  });
+
+  it('an event the writer thread cannot insert fails alone; the rest of its batch is stored', async () => {
+    const good = [makeEvent(), makeEvent()];
+    // Serialises, but the insert throws inside the writer's transaction (no From list to index).
+    const broken = makeEvent({ from: null as unknown as [] });
+    const all = [good[0]!, broken, good[1]!];
+    const results = await Promise.allSettled(all.map((e) => store.commit(e, { path: spoolFile(e) })));
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(String((results[1] as PromiseRejectedResult).reason)).toMatch(/Cannot read properties of null/);
+    expect(store.list({}).items.map((i) => i.id).sort()).toEqual(good.map((e) => e.id).sort());
+    expect(store.get(broken.id)).toBeNull();
+    // Nothing of it was left behind: fixed, it commits.
+    expect(await store.commit({ ...broken, from: [] }, { path: spoolFile(broken) })).toBe('inserted');
   });
 
   it('a failing messages/ fsync rejects every caller of the batch and stores none of them', async () => {

@@ -22,8 +22,8 @@ beforeEach(() => {
   store = openSqliteStore(dataDir);
 });
 
-afterEach(() => {
-  store.close();
+afterEach(async () => {
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -69,7 +69,7 @@ describe('commit and get', () => {
     expect(store.raw(event.id)).toEqual({ bytes });
     expect(readdirSync(join(dataDir, 'messages'))).toEqual([]);
     // In the database file itself, byte for byte, as a BLOB.
-    store.close();
+    await store.close();
     const db = new Database(join(dataDir, 'mailwire.db'), { readonly: true });
     try {
       expect(db.prepare('SELECT raw FROM messages WHERE id = ?').get(event.id)).toEqual({ raw: bytes });
@@ -85,7 +85,7 @@ describe('commit and get', () => {
   it('opens a store of schema version 1 (before raw bytes in rows): its messages keep their files', async () => {
     const event = makeEvent();
     await commitWithRaw(event, 'stored by an older version');
-    store.close();
+    await store.close();
     // What version 1 looked like: no raw column, no log horizon.
     const db = new Database(join(dataDir, 'mailwire.db'));
     db.exec('ALTER TABLE messages DROP COLUMN raw; DROP TABLE log_horizon; ALTER TABLE events DROP COLUMN logged_at');
@@ -435,7 +435,7 @@ describe('lifecycle', () => {
     const events = [makeEvent({ subject: 'one' }), makeEvent({ subject: 'two' })];
     for (const e of events) await commitWithRaw(e);
     await store.delete(events[0]!.id);
-    store.close();
+    await store.close();
 
     store = openSqliteStore(dataDir);
     expect(store.get(events[1]!.id)).toEqual(events[1]);
@@ -462,10 +462,10 @@ describe('lifecycle', () => {
     }
   });
 
-  it('is healthy while open and not after close; close twice is fine', () => {
+  it('is healthy while open and not after close; close twice is fine', async () => {
     expect(store.healthy()).toBe(true);
-    store.close();
+    await store.close();
     expect(store.healthy()).toBe(false);
-    store.close();
+    await store.close();
   });
 });

@@ -278,7 +278,7 @@ describe('webhooks', () => {
     writeFileSync(raw, 'Subject: crash\r\n\r\nbody\r\n');
     const event = makeEvent({ envelope: { rcptTo: ['user@example.test'] } });
     expect(await store.commit(event, { path: raw })).toBe('inserted');
-    store.close();
+    await store.close();
 
     const second = await app(config, dir);
     await waitDelivery(second, event.id, (d) => d.status === 'delivered');

@@ -17,6 +17,7 @@ import { DEFAULT_HOST_POLICY } from '../src/http/host-check.js';
 import { silentLogger } from '../src/log/logger.js';
 import { createMetrics } from '../src/metrics/metrics.js';
 import { openSqliteStore, type SqliteMessageStore } from '../src/store/sqlite-store.js';
+import { StoreWriter } from '../src/store/writer.js';
 import { createEventFeed, type EventFeed } from '../src/ws/feed.js';
 import { queuedId, startTestApp, storedEvent, waitFor, type TestApp } from './helpers/app.js';
 import { makeEvent } from './helpers/events.js';
@@ -548,7 +549,7 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
   afterAll(async () => {
     await feed.close();
     await new Promise((resolve) => server.close(resolve));
-    store.close();
+    await store.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -560,6 +561,64 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
     expect(await store.commit(event, { path: raw })).toBe('inserted');
     return event;
   }
+
+  it('a commit landing right after the replay query that came back empty still reaches the client', async () => {
+    // Commits run on the store's writer thread, so one can land between any two reads of the
+    // main thread. Here one lands just after the query that ends a replay: the client turns
+    // live at the end it read before that query, so the fan-out brings it the new entry.
+    const writer = new StoreWriter(join(dir, 'data', 'mailwire.db'));
+    let landed: MailEvent | null = null;
+    let armed = false;
+    const log = new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'eventsAfter') {
+          return (since: { seq: number } | { id: string }, limit: number) => {
+            const page = target.eventsAfter(since, limit);
+            if (armed && page?.length === 0) {
+              armed = false;
+              landed = makeEvent({ subject: 'landed' });
+              writer.insertBatch([{ json: JSON.stringify(landed), raw: Buffer.from('x') }]);
+            }
+            return page;
+          };
+        }
+        const value: unknown = Reflect.get(target, prop);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const ownServer = createServer((_req, res) => res.writeHead(404).end());
+    await new Promise<void>((resolve) => ownServer.listen(0, '127.0.0.1', resolve));
+    const ownFeed = createEventFeed({
+      server: ownServer,
+      log,
+      bus,
+      logger: silentLogger(),
+      metrics: createMetrics({ processMetrics: false }),
+      hostPolicy: DEFAULT_HOST_POLICY,
+      allowedOrigins: [],
+      maxClients: 10,
+      maxClientsPerIp: 10,
+      maxBufferedBytes: 1024 * 1024,
+      heartbeatMs: 60_000,
+    });
+    try {
+      const own = { addresses: { http: { port: (ownServer.address() as AddressInfo).port } } };
+      const before = await commit();
+      armed = true;
+      const resumed = await FeedClient.ready(own, `?since=${before.id}`);
+      expect(landed).not.toBeNull();
+      expect(resumed.receivedIds()).toEqual([]);
+      // What the pipeline does once the writer has answered.
+      bus.publish(landed!);
+      await resumed.waitFor((f) => f.type === 'mail.received');
+      expect(resumed.receivedIds()).toEqual([landed!.id]);
+      await resumed.close();
+    } finally {
+      writer.close();
+      await ownFeed.close();
+      await new Promise((resolve) => ownServer.close(resolve));
+    }
+  });
 
   it('a client that turns live while the fan-out is behind gets nothing twice', async () => {
     const live = await FeedClient.ready(target);
@@ -627,7 +686,7 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
     const kept = await commit();
     const gone = await commit();
     await store.delete(gone.id);
-    expect(store.trimEventLog(FUTURE, Infinity, 1000).removed).toBe(2);
+    expect((await store.trimEventLog(FUTURE, Infinity, 1000)).removed).toBe(2);
     const horizon = store.logHorizon();
     expect(horizon).toBe(store.lastEventSeq());
 
@@ -651,7 +710,7 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
     // Committed and deleted, neither published yet: the fan-out has read neither entry.
     const e = await commit();
     await store.delete(e.id);
-    expect(store.trimEventLog(FUTURE, Infinity, 1000).removed).toBe(2);
+    expect((await store.trimEventLog(FUTURE, Infinity, 1000)).removed).toBe(2);
     bus.publish({ type: 'mail.deleted', version: 1, id: e.id, at: new Date().toISOString() });
     const closed = await live.whenClosed;
     expect(closed.code).toBe(4410);
@@ -669,7 +728,7 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
     stalled.socket.pause();
     await new Promise((r) => setTimeout(r, 100));
     for (const e of backlog) await store.delete(e.id);
-    expect(store.trimEventLog(FUTURE, Infinity, 1000).removed).toBe(80);
+    expect((await store.trimEventLog(FUTURE, Infinity, 1000)).removed).toBe(80);
     stalled.socket.resume();
     const closed = await stalled.whenClosed;
     expect(closed.code).toBe(4410);

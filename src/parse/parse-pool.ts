@@ -37,12 +37,11 @@
  * the process open, a running parse does. close() terminates them all.
  */
 import { rm } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../log/logger.js';
 import type { ParseLimits, ParsedMessage } from './types.js';
+import { workerSpawn } from '../util/worker-spawn.js';
 import type { RawSource } from '../util/raw-source.js';
 import type { ParseJobMessage, ParseReplyMessage, WorkerToPoolMessage } from './worker.js';
 
@@ -134,7 +133,7 @@ export function createParsePool(options: ParsePoolOptions): ParsePool {
   const graceMs = options.hardDeadlineGraceMs ?? HARD_DEADLINE_GRACE_MS;
   const heapMb = options.workerHeapMb ?? workerHeapMb(25 * 1024 * 1024);
   const { logger } = options;
-  const spawnOptions = workerSpawn();
+  const spawnOptions = workerSpawn(new URL('./worker.js', import.meta.url));
 
   const slots = new Set<Slot>();
   const queue: Job[] = [];
@@ -326,56 +325,4 @@ export function timedOut(timeoutMs: number): ParsedMessage {
     attachments: [],
     parseError: `parse timed out after ${timeoutMs} ms`,
   };
-}
-
-/**
- * The worker's entry and flags. Built (dist/src/parse/parse-pool.js): worker.js next to this file,
- * the parent's flags. From source (tsx, vitest: this module's URL ends in .ts): worker.ts, with tsx's
- * ESM hooks registered in the worker. `--import tsx` is not enough there: on Node 20 tsx's loader
- * registers its hooks on the main thread only, and module hooks are not inherited by workers (the
- * worker fails with ERR_UNKNOWN_FILE_EXTENSION). Calling tsx's register() from an --import works, so
- * that is what the worker gets, and the parent's own tsx flags are left out (they would do nothing on
- * Node 20 and register tsx a second time on a Node that runs them in workers). Because the flags are
- * passed explicitly, a source run with a process-wide flag (node --max-old-space-size=… --import tsx)
- * cannot start workers; the built app has no such limit.
- */
-function workerSpawn(): { url: URL; execArgv: string[] | undefined } {
-  // undefined: the worker inherits the parent's flags. Passed explicitly, process-wide flags such as
-  // --max-old-space-size would make new Worker() throw ERR_WORKER_INVALID_EXEC_ARGV.
-  if (!import.meta.url.endsWith('.ts')) return { url: new URL('./worker.js', import.meta.url), execArgv: undefined };
-  const api = tsxEsmApi();
-  const boot = `import { register } from ${JSON.stringify(api)}; register();`;
-  return {
-    url: new URL('./worker.ts', import.meta.url),
-    execArgv: [...withoutTsx(process.execArgv), '--import', `data:text/javascript,${encodeURIComponent(boot)}`],
-  };
-}
-
-/** The file URL of tsx/esm/api's ESM entry (its CommonJS entry fails when imported from a data: URL). */
-function tsxEsmApi(): string {
-  const require = createRequire(import.meta.url);
-  const manifest = require.resolve('tsx/package.json');
-  const pkg = require(manifest) as { exports?: Record<string, { import?: { default?: string } } | string> };
-  const entry = pkg.exports?.['./esm/api'];
-  const relative = typeof entry === 'object' ? entry.import?.default : undefined;
-  if (!relative) throw new Error('tsx/esm/api has no ESM entry: cannot run the parse worker from source');
-  return new URL(relative, pathToFileURL(manifest)).href;
-}
-
-function withoutTsx(argv: readonly string[]): string[] {
-  const out: string[] = [];
-  const isTsx = (value: string): boolean => /(^|[/\\])tsx([/\\]|$)/.test(value);
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const m = /^(--import|--loader|--experimental-loader|--require|-r)(?:=(.*))?$/.exec(arg);
-    if (m) {
-      const value = m[2] ?? argv[i + 1];
-      if (value !== undefined && isTsx(value)) {
-        if (m[2] === undefined) i++;
-        continue;
-      }
-    }
-    out.push(arg);
-  }
-  return out;
 }

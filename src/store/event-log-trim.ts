@@ -83,7 +83,7 @@ export class EventLogTrimmer {
     let removed = 0;
     try {
       for (let i = 0; i < MAX_BATCHES && !this.#stopped; i++) {
-        const step = store.trimEventLog(before, this.#deps.keepFrom(), BATCH);
+        const step = await store.trimEventLog(before, this.#deps.keepFrom(), BATCH);
         removed += step.removed;
         if (!step.more) break;
         await new Promise((resolve) => setImmediate(resolve));

@@ -1,6 +1,8 @@
 /**
  * The embedded MessageStore: SQLite (better-sqlite3) for events and the index, plain files for
- * raw messages and attachments. The only module that imports better-sqlite3.
+ * raw messages and attachments. With writer.ts, the only modules that import better-sqlite3.
+ * This module's connection creates and migrates the database, then only reads: every write
+ * runs on the writer thread (writer.ts says why).
  *
  *   <dataDir>/mailwire.db                          events, summaries, recipient index, event log,
  *                                                  and the raw bytes of a message of up to 64 KiB
@@ -23,13 +25,15 @@ import { accessSync, constants as fsConstants, existsSync, mkdirSync } from 'nod
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isMessageId } from '../events/id.js';
-import type { AddressInfo, AttachmentMeta, MailDeletedEvent, MailEvent, SpamStatus } from '../events/types.js';
+import type { AttachmentMeta, MailDeletedEvent, MailEvent, SpamStatus } from '../events/types.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import { DirectorySync } from '../util/fs.js';
 import type { RawSource } from '../util/raw-source.js';
 import { fsyncIfExists, linkOrCopy } from './files.js';
 import { GroupCommit, type ItemOutcome } from '../util/group-commit.js';
 import { migrate, SCHEMA_VERSION } from './schema.js';
+import { errorFrom, type InsertBatchResult, type InsertItem } from './writer.js';
+import { StoreWriterThread } from './writer-thread.js';
 import {
   DEFAULT_LIST_LIMIT,
   MAX_LIST_LIMIT,
@@ -62,11 +66,10 @@ const MAX_RCPT_LENGTH = 256;
  */
 const CURSOR_PATTERN = /^[1-9][0-9]{0,15}$/;
 /**
- * Group commit (see GroupCommit). A batch's transaction runs on the main thread: 128 rows take
- * a few ms, a pause SMTP sessions can absorb. Under concurrent load a batch waits up to 20 ms
- * for more commits: the WAL fsync that blocks the main thread is then shared by ~10 messages
- * instead of ~3 (measured with `npm run bench`). The wait comes after the client's 250, so
- * clients never see it; a message shows up in the API that much later.
+ * Group commit (see GroupCommit). A batch's transaction runs on the writer thread (writer.ts).
+ * Under concurrent load a batch waits up to 20 ms for more commits: the WAL fsync is then
+ * shared by ~10 messages instead of ~3 (measured with `npm run bench`). The wait comes after
+ * the client's 250, so clients never see it; a message shows up in the API that much later.
  */
 const COMMIT_MAX_BATCH = 128;
 const COMMIT_LINGER_MS = 20;
@@ -76,14 +79,6 @@ const COMMIT_LINGER_MS = 20;
  * takes to reach the feed (bench/ws-feed.mjs p99), for no throughput gain at that rate.
  */
 const COMMIT_LINGER_FROM = 4;
-
-interface TrimRow {
-  seq: number;
-  type: string;
-  id: string;
-  logged: string;
-  live: number;
-}
 
 interface SummaryRow {
   seq: number;
@@ -104,25 +99,6 @@ const SUMMARY_COLUMNS =
   'm.seq, m.id, m.received_at, m.mail_from, m.rcpt_json, m.subject, m.from_json, m.size, ' +
   'm.spam_status, m.spam_score, m.attachment_count, m.message_id';
 
-interface InsertParams {
-  id: string;
-  received_at: string;
-  mail_from: string;
-  rcpt_json: string;
-  subject: string | null;
-  from_json: string;
-  from_text: string;
-  to_text: string;
-  search_text: string;
-  size: number;
-  spam_status: string;
-  spam_score: number | null;
-  attachment_count: number;
-  message_id: string | null;
-  event_json: string;
-  raw: Buffer | null;
-}
-
 /** What a commit batch holds per message: the event, and the raw bytes when they go into the row. */
 interface CommitItem {
   event: MailEvent;
@@ -142,39 +118,6 @@ interface LogHeadRow {
   id: string;
   at: string;
   rcpt_json: string | null;
-}
-
-function formatAddresses(list: readonly AddressInfo[]): string {
-  return list.map((a) => (a.name ? `${a.name} <${a.address}>` : a.address)).join(', ');
-}
-
-function insertParams(event: MailEvent, raw: Buffer | null): InsertParams {
-  const fromText = formatAddresses(event.from);
-  const toText = formatAddresses([...event.to, ...event.cc]);
-  // Lower-cased in JavaScript, not with SQL lower() or LIKE, which fold ASCII only: a search
-  // for "zürich" must find "ZÜRICH". instr() on this column is a plain substring test, so
-  // there are no LIKE wildcards (% and _) to escape and none a user could inject.
-  const searchText = [event.subject ?? '', event.envelope.mailFrom, fromText, toText, event.envelope.rcptTo.join(', ')]
-    .join('\n')
-    .toLowerCase();
-  return {
-    id: event.id,
-    received_at: event.receivedAt,
-    mail_from: event.envelope.mailFrom,
-    rcpt_json: JSON.stringify(event.envelope.rcptTo),
-    subject: event.subject,
-    from_json: JSON.stringify(event.from.map((a) => ({ name: a.name, address: a.address }))),
-    from_text: fromText,
-    to_text: toText,
-    search_text: searchText,
-    size: event.size,
-    spam_status: event.spam.status,
-    spam_score: event.spam.score,
-    attachment_count: event.attachments.length,
-    message_id: event.messageId,
-    event_json: JSON.stringify(event),
-    raw,
-  };
 }
 
 function toSummary(row: SummaryRow): MessageSummary {
@@ -203,6 +146,8 @@ class SqliteStore implements SqliteMessageStore {
   readonly #messagesDir: string;
   readonly #messagesDirSync: DirectorySync;
   readonly #log: Logger;
+  /** Every write goes through it (writer.ts): this connection only reads. */
+  readonly #writer: StoreWriterThread;
   readonly #listStatements = new Map<string, Database.Statement<Record<string, unknown>, SummaryRow>>();
 
   readonly #selectEvent: Database.Statement<[string], { event_json: string }>;
@@ -210,24 +155,13 @@ class SqliteStore implements SqliteMessageStore {
   readonly #selectLive: Database.Statement<[string], { seq: number }>;
   readonly #selectRaw: Database.Statement<[string], { raw: Buffer | null }>;
   readonly #selectReceived: Database.Statement<[string], { seq: number }>;
-  readonly #insertMessage: Database.Statement<InsertParams>;
-  readonly #insertRcpt: Database.Statement<[string, number, string]>;
-  readonly #insertLog: Database.Statement<[string, string, string, string | null, string]>;
-  readonly #deleteMessage: Database.Statement<[string]>;
-  readonly #deleteRcpts: Database.Statement<[string]>;
   readonly #selectLogAfter: Database.Statement<[number, number], LogRow>;
   readonly #selectLogHeadsAfter: Database.Statement<[number, number], LogHeadRow>;
-  readonly #selectRcpts: Database.Statement<[string], { rcpt_json: string }>;
   readonly #selectLastSeq: Database.Statement<[], { seq: number }>;
   readonly #selectHorizon: Database.Statement<[], { seq: number }>;
-  readonly #touchReceived: Database.Statement<[string, string]>;
-  readonly #trimTx: (before: string, keepFrom: number, maxRows: number) => TrimResult;
   readonly #ping: Database.Statement<[], { ok: number }>;
   readonly #count: Database.Statement<[], { n: number }>;
   readonly #selectOldest: Database.Statement<[number], { id: string; received_at: string }>;
-  readonly #insertTx: (item: CommitItem) => CommitResult;
-  readonly #insertBatchTx: (items: readonly CommitItem[]) => CommitResult[];
-  readonly #deleteTx: (id: string, at: string) => boolean;
   /** Commits arriving together share one directory fsync and one SQLite transaction (one WAL fsync). */
   readonly #batches = new GroupCommit<CommitItem, CommitResult>((items) => this.#commitBatch(items), {
     maxBatch: COMMIT_MAX_BATCH,
@@ -255,6 +189,7 @@ class SqliteStore implements SqliteMessageStore {
       // power cut right after that would lose a message already answered 250, in both
       // places at once. FULL fsyncs the WAL on every commit, which closes that window; commits
       // are grouped (GroupCommit), so the price is one fsync per batch, not per message.
+      // (Here for the migrations: the commits run on the writer's connection, set the same way.)
       db.pragma('synchronous = FULL');
       // A second connection (a backup, the sqlite3 shell) can hold the lock briefly; wait for
       // it instead of failing a commit. 5 s is far below the SMTP DATA reply deadline.
@@ -273,16 +208,6 @@ class SqliteStore implements SqliteMessageStore {
     this.#selectLive = db.prepare('SELECT seq FROM messages WHERE id = ?');
     this.#selectRaw = db.prepare('SELECT raw FROM messages WHERE id = ?');
     this.#selectReceived = db.prepare("SELECT seq FROM events WHERE type = 'mail.received' AND id = ?");
-    this.#insertMessage = db.prepare(
-      `INSERT INTO messages (id, received_at, mail_from, rcpt_json, subject, from_json, from_text, to_text,
-         search_text, size, spam_status, spam_score, attachment_count, message_id, event_json, raw)
-       VALUES (@id, @received_at, @mail_from, @rcpt_json, @subject, @from_json, @from_text, @to_text,
-         @search_text, @size, @spam_status, @spam_score, @attachment_count, @message_id, @event_json, @raw)`,
-    );
-    this.#insertRcpt = db.prepare('INSERT OR IGNORE INTO message_rcpt (rcpt, seq, id) VALUES (?, ?, ?)');
-    this.#insertLog = db.prepare('INSERT INTO events (type, id, at, json, logged_at) VALUES (?, ?, ?, ?, ?)');
-    this.#deleteMessage = db.prepare('DELETE FROM messages WHERE id = ?');
-    this.#deleteRcpts = db.prepare('DELETE FROM message_rcpt WHERE id = ?');
     // A received entry whose message is gone is filtered here, in SQL, so a page of `limit`
     // rows is never cut short by deleted messages (the caller pages until it gets fewer).
     this.#selectLogAfter = db.prepare(
@@ -302,93 +227,17 @@ class SqliteStore implements SqliteMessageStore {
        WHERE e.seq > ? AND (e.type <> 'mail.received' OR m.id IS NOT NULL)
        ORDER BY e.seq LIMIT ?`,
     );
-    this.#selectRcpts = db.prepare('SELECT rcpt_json FROM messages WHERE id = ?');
     // AUTOINCREMENT's own record of the highest seq ever used: trimming the newest entries
     // (all of them deleted messages) must not make the log look shorter to a resuming client.
     this.#selectLastSeq = db.prepare("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0) AS seq");
     this.#selectHorizon = db.prepare('SELECT seq FROM log_horizon WHERE id = 1');
-    // max(): a clock stepped back must not make the entry look older than it was.
-    this.#touchReceived = db.prepare<[string, string]>(
-      "UPDATE events SET logged_at = max(coalesce(logged_at, at), ?) WHERE type = 'mail.received' AND id = ?",
-    );
     this.#ping = db.prepare('SELECT 1 AS ok');
     this.#count = db.prepare('SELECT count(*) AS n FROM messages');
     // By seq: the primary key, so the walk from the oldest end reads only the rows it returns.
     this.#selectOldest = db.prepare('SELECT id, received_at FROM messages ORDER BY seq LIMIT ?');
 
-    const insertOne = ({ event, raw }: CommitItem): CommitResult => {
-      // Checked inside the write transaction, so two commits of one id cannot both insert,
-      // whether they are in one batch (the first insert is visible to the second) or not.
-      if (this.#selectReceived.get(event.id)) {
-        this.#confirmReceived(event.id);
-        return 'duplicate';
-      }
-      const params = insertParams(event, raw);
-      const seq = Number(this.#insertMessage.run(params).lastInsertRowid);
-      for (const rcpt of event.envelope.rcptTo) this.#insertRcpt.run(rcpt.toLowerCase(), seq, event.id);
-      this.#insertLog.run('mail.received', event.id, event.receivedAt, null, new Date().toISOString());
-      return 'inserted';
-    };
-    // IMMEDIATE: take the write lock at BEGIN, so the duplicate check and the insert see the
-    // same database even if another connection writes.
-    const insertTx = db.transaction(insertOne);
-    this.#insertTx = (item) => insertTx.immediate(item);
-    const insertBatchTx = db.transaction((items: readonly CommitItem[]) => items.map(insertOne));
-    this.#insertBatchTx = (items) => insertBatchTx.immediate(items);
-
-    const deleteTx = db.transaction((id: string, at: string): boolean => {
-      const rcpts = this.#selectRcpts.get(id);
-      if (!rcpts || this.#deleteMessage.run(id).changes === 0) return false;
-      this.#deleteRcpts.run(id);
-      const event: MailDeletedEvent = { type: 'mail.deleted', version: 1, id, at };
-      // The log entry also keeps the deleted message's envelope recipients (rcptTo), so a
-      // webhook filtered on recipients can tell whether the deletion concerns it, however long
-      // ago the message came. They are not part of the public event: eventsAfter() leaves them out.
-      const rcptTo = JSON.parse(rcpts.rcpt_json) as string[];
-      this.#insertLog.run(event.type, id, at, JSON.stringify({ ...event, rcptTo }), at);
-      return true;
-    });
-    this.#deleteTx = (id, at) => deleteTx.immediate(id, at);
-
-    // The trim walks the log from its horizon in seq order, a bounded page at a time, and stops
-    // at the first entry logged at or after `before` (store/event-log-trim.ts has the rules).
-    const selectFromHorizon = db.prepare<{ after: number; upTo: number; limit: number }, TrimRow>(
-      `SELECT e.seq, e.type, e.id, coalesce(e.logged_at, e.at) AS logged,
-              (e.type = 'mail.received' AND EXISTS (SELECT 1 FROM messages m WHERE m.id = e.id)) AS live
-         FROM events e
-        WHERE e.seq > @after AND e.seq <= @upTo
-        ORDER BY e.seq LIMIT @limit`,
-    );
-    const deleteEntry = db.prepare<[number]>('DELETE FROM events WHERE seq = ?');
-    // A deletion's own message entry, wherever it is (behind the horizon, typically: retention
-    // deletes old mail), unless it was confirmed by a commit since `before`.
-    const deleteReceivedOf = db.prepare<{ id: string; before: string }>(
-      `DELETE FROM events WHERE type = 'mail.received' AND id = @id AND coalesce(logged_at, at) < @before
-          AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = @id)`,
-    );
-    const setHorizon = db.prepare<[number]>('UPDATE log_horizon SET seq = ? WHERE id = 1');
-    const trimTx = db.transaction((before: string, keepFrom: number, maxRows: number): TrimResult => {
-      const horizon = this.logHorizon();
-      const rows = selectFromHorizon.all({ after: horizon, upTo: Math.min(keepFrom, Number.MAX_SAFE_INTEGER), limit: maxRows });
-      let reached = horizon;
-      let removed = 0;
-      let more = rows.length === maxRows;
-      for (const row of rows) {
-        if (row.logged >= before) {
-          more = false;
-          break;
-        }
-        reached = row.seq;
-        // A live message's entry stays: since=<id> resolves it, and it makes a second commit a no-op.
-        if (row.live) continue;
-        removed += deleteEntry.run(row.seq).changes;
-        if (row.type === 'mail.deleted') removed += deleteReceivedOf.run({ id: row.id, before }).changes;
-      }
-      if (reached > horizon) setHorizon.run(reached);
-      return { removed, more };
-    });
-    this.#trimTx = (before, keepFrom, maxRows) => trimTx.immediate(before, keepFrom, maxRows);
-
+    // Opened once this connection has migrated the schema: the writer expects it current.
+    this.#writer = new StoreWriterThread(file, this.#log);
     this.#log.debug({ file }, 'store open');
   }
 
@@ -396,8 +245,8 @@ class SqliteStore implements SqliteMessageStore {
    * A second commit of a message comes from spool recovery: its record was on disk until now,
    * so the trim must keep this entry (what makes the next such commit a no-op) a while longer.
    */
-  #confirmReceived(id: string): void {
-    this.#touchReceived.run(new Date().toISOString(), id);
+  #confirmReceived(id: string): Promise<void> {
+    return this.#writer.call({ op: 'confirm', id, at: new Date().toISOString() });
   }
 
   #messageDir(id: string): string {
@@ -424,7 +273,7 @@ class SqliteStore implements SqliteMessageStore {
     const rawFile = this.#rawFile(event.id);
     // Cheap early answer for spool recovery re-running a message that is already stored.
     if (this.#selectReceived.get(event.id)) {
-      this.#confirmReceived(event.id);
+      await this.#confirmReceived(event.id);
       await this.#dropIfNotLive(event.id);
       return 'duplicate';
     }
@@ -464,21 +313,23 @@ class SqliteStore implements SqliteMessageStore {
    */
   async #commitBatch(items: readonly CommitItem[]): Promise<ItemOutcome<CommitResult>[]> {
     if (items.some((item) => item.raw === null || item.event.attachments.length > 0)) await this.#messagesDirSync.sync();
-    try {
-      return this.#insertBatchTx(items).map((value) => ({ ok: true, value }));
-    } catch (err) {
-      if (items.length === 1) return [{ ok: false, error: err }];
-      // The whole transaction rolled back. One bad event must not fail the others with it:
-      // try each on its own, so every caller learns its own outcome.
-      this.#log.warn({ err, count: items.length }, 'batch commit failed; committing one by one');
-      return items.map((item) => {
-        try {
-          return { ok: true, value: this.#insertTx(item) };
-        } catch (error) {
-          return { ok: false, error };
-        }
-      });
-    }
+    const outcomes: ItemOutcome<CommitResult>[] = [];
+    // An event that cannot be serialised fails alone, here; the writer gets the others.
+    const insert: InsertItem[] = [];
+    const positions: number[] = [];
+    items.forEach(({ event, raw }, i) => {
+      try {
+        insert.push({ json: JSON.stringify(event), raw });
+        positions.push(i);
+      } catch (error) {
+        outcomes[i] = { ok: false, error };
+      }
+    });
+    if (insert.length === 0) return outcomes;
+    const written = await this.#writer.call<InsertBatchResult>({ op: 'insert', items: insert });
+    if (written.batchError) this.#log.warn({ err: written.batchError, count: insert.length }, 'batch commit failed; committed one by one');
+    written.outcomes.forEach((o, k) => (outcomes[positions[k]!] = o.ok ? o : { ok: false, error: errorFrom(o.error) }));
+    return outcomes;
   }
 
   /**
@@ -584,7 +435,7 @@ class SqliteStore implements SqliteMessageStore {
     if (!isMessageId(id)) return false;
     // Row first, files second: a crash in between leaves unreferenced files (harmless),
     // never a visible message whose raw file is gone.
-    if (!this.#deleteTx(id, new Date().toISOString())) return false;
+    if (!(await this.#writer.call<boolean>({ op: 'delete', id, at: new Date().toISOString() }))) return false;
     try {
       await this.#removeFiles(id);
     } catch (err) {
@@ -640,9 +491,9 @@ class SqliteStore implements SqliteMessageStore {
     return isMessageId(id) ? (this.#selectReceived.get(id)?.seq ?? null) : null;
   }
 
-  trimEventLog(before: string, keepFrom: number, maxRows: number): TrimResult {
+  async trimEventLog(before: string, keepFrom: number, maxRows: number): Promise<TrimResult> {
     if (!Number.isSafeInteger(maxRows) || maxRows < 1) throw new RangeError('trimEventLog: maxRows must be a positive integer');
-    return this.#trimTx(before, keepFrom, maxRows);
+    return this.#writer.call<TrimResult>({ op: 'trim', before, keepFrom, maxRows });
   }
 
   count(): number {
@@ -656,7 +507,7 @@ class SqliteStore implements SqliteMessageStore {
 
   healthy(): boolean {
     try {
-      if (this.#ping.get()?.ok !== 1) return false;
+      if (this.#ping.get()?.ok !== 1 || !this.#writer.healthy) return false;
       accessSync(this.#messagesDir, fsConstants.W_OK);
       return true;
     } catch {
@@ -664,9 +515,11 @@ class SqliteStore implements SqliteMessageStore {
     }
   }
 
-  close(): void {
+  /** Waits for the writes already asked for, then closes both connections. */
+  async close(): Promise<void> {
+    await this.#writer.close();
     if (this.#db.open) this.#db.close();
-    void this.#messagesDirSync.close();
+    await this.#messagesDirSync.close();
   }
 }
 

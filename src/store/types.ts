@@ -80,7 +80,8 @@ export interface MessageStore {
   delete(id: string): Promise<boolean>;
   /** True while the store can take writes (for /readyz). */
   healthy(): boolean;
-  close(): void;
+  /** Waits for the writes already asked for, then closes. */
+  close(): Promise<void>;
 }
 
 /** What retention (store/retention.ts) reads to pick the messages to delete. */
@@ -162,5 +163,5 @@ export interface EventLogTrim {
    * that was logged before `before`) and the mail.received entries of messages gone; a live
    * message's entry stays. The horizon moves to the last entry walked.
    */
-  trimEventLog(before: string, keepFrom: number, maxRows: number): TrimResult;
+  trimEventLog(before: string, keepFrom: number, maxRows: number): Promise<TrimResult>;
 }

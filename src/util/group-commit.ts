@@ -34,8 +34,8 @@ interface Waiting<T, R> {
 
 export interface GroupCommitOptions {
   /**
-   * Bounds one batch. The SQLite part of a commit runs on the main thread and blocks it for
-   * its whole duration, so a bounded batch also bounds that pause. Default 128.
+   * Bounds one batch, and so how long one write transaction holds the database's write lock
+   * (an API delete waits for it). Default 128.
    */
   maxBatch?: number;
   /** How long a batch may wait for more items while commits arrive concurrently. Default 0. */

@@ -9,9 +9,12 @@
  *
  *   - a client replaying (?since=) is fed from the log in bounded pages, paced by its socket,
  *     and ignored by the fan-out meanwhile;
- *   - when a replay query comes back empty, the client turns live *in the same tick*, with its
- *     cursor at the log's end. better-sqlite3 is synchronous and commits run on this thread,
- *     so nothing can be committed between that query and the switch: no gap;
+ *   - when a replay query comes back empty, the client turns live with its cursor at the log's
+ *     end *as read just before that query*. Commits run on the store's writer thread and can
+ *     land between any two reads, but seqs grow with commit order: every entry up to that end
+ *     was committed before the empty query ran, so none of them is visible (they are received
+ *     events of messages deleted since), and anything committed later is above the cursor and
+ *     comes through the fan-out. No gap;
  *   - the fan-out sends a client only entries above its cursor: no duplicate, even when the
  *     fan-out is behind the client's replay.
  *
@@ -242,7 +245,8 @@ class Feed implements EventFeed {
       return this.#fail(client, CLOSE.unknownSince, 'unknown_since', `since: the event log has no ${what}`);
     }
     if (from === 'expired') return this.#expired(client);
-    await this.#replay(client, log.eventsAfter({ seq: from }, PAGE) ?? [], from);
+    const end = log.lastEventSeq(); // before the query: see the top of this file
+    await this.#replay(client, log.eventsAfter({ seq: from }, PAGE) ?? [], from, end);
   }
 
   /** The log seq to replay after, or why there is none. */
@@ -259,16 +263,17 @@ class Feed implements EventFeed {
   }
 
   /** Sends the log from `page` on, page by page, paced by the client's socket; then live. */
-  async #replay(client: Client, firstPage: LoggedEvent[], from: number): Promise<void> {
+  async #replay(client: Client, firstPage: LoggedEvent[], from: number, endBeforeFirstPage: number): Promise<void> {
     const log = this.#o.log;
     let page = firstPage;
     let cursor = from;
+    let end = endBeforeFirstPage;
     let replayed = 0;
     for (;;) {
       if (page.length === 0) {
         // Caught up, in the same tick as the query that said so (see the top of this file).
-        // Entries up to lastEventSeq() not returned are received events of deleted messages.
-        client.cursor = Math.max(cursor, log.lastEventSeq());
+        // Entries up to `end` not returned are received events of deleted messages.
+        client.cursor = Math.max(cursor, end);
         return this.#goLive(client, replayed);
       }
       for (const entry of page) {
@@ -287,6 +292,7 @@ class Feed implements EventFeed {
       if (client.state !== 'replaying') return;
       // The log was trimmed past this client while it replayed: entries ahead of it may be gone.
       if (cursor < log.logHorizon()) return this.#expired(client);
+      end = log.lastEventSeq();
       page = log.eventsAfter({ seq: cursor }, PAGE) ?? [];
     }
   }

@@ -1,0 +1,112 @@
+/**
+ * The store's writer (writer.ts) and the thread it runs on (writer-thread.ts): every write goes
+ * through it, a failed item of a batch fails alone, and a writer thread that dies fails only
+ * what it held; the next one takes over.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { MailEvent } from '../src/events/types.js';
+import { openSqliteStore, type SqliteMessageStore } from '../src/store/sqlite-store.js';
+import { StoreWriter } from '../src/store/writer.js';
+import { waitFor } from './helpers/app.js';
+import { makeEvent } from './helpers/events.js';
+
+let dir: string;
+let store: SqliteMessageStore;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'mailwire-writer-'));
+  store = openSqliteStore(dir);
+});
+
+afterEach(async () => {
+  vi.restoreAllMocks();
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const item = (event: MailEvent) => ({ json: JSON.stringify(event), raw: Buffer.from(`Subject: ${event.subject}\r\n\r\nx\r\n`) });
+
+describe('StoreWriter', () => {
+  it('commits a batch in one transaction; when it fails, each item alone, and says why', () => {
+    const writer = new StoreWriter(join(dir, 'mailwire.db'));
+    try {
+      const good = [makeEvent({ subject: 'one' }), makeEvent({ subject: 'two' })];
+      const broken = makeEvent({ from: null as unknown as [] });
+      expect(writer.insertBatch(good.map(item))).toEqual({
+        outcomes: [
+          { ok: true, value: 'inserted' },
+          { ok: true, value: 'inserted' },
+        ],
+        batchError: null,
+      });
+      const next = makeEvent({ subject: 'three' });
+      const result = writer.insertBatch([item(good[0]!), item(broken), item(next)]);
+      expect(result.outcomes[0]).toEqual({ ok: true, value: 'duplicate' });
+      expect(result.outcomes[1]).toEqual({ ok: false, error: { message: expect.stringMatching(/Cannot read properties of null/), code: null } });
+      expect(result.outcomes[2]).toEqual({ ok: true, value: 'inserted' });
+      expect(result.batchError?.message).toMatch(/Cannot read properties of null/);
+      // The main thread's connection sees what the writer committed, in commit order.
+      expect(store.list({}).items.map((m) => m.subject)).toEqual(['three', 'two', 'one']);
+      expect(store.lastEventSeq()).toBe(3);
+    } finally {
+      writer.close();
+    }
+  });
+
+  it('a constraint error keeps its SQLite code across the thread boundary', async () => {
+    const event = makeEvent();
+    expect(await store.commit(event, { bytes: Buffer.from('x') })).toBe('inserted');
+    // A trigger makes every further insert fail the way a full disk or a broken file would.
+    const db = new Database(join(dir, 'mailwire.db'));
+    db.exec("CREATE TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'refused by test'); END");
+    db.close();
+    const err = await store.commit(makeEvent(), { bytes: Buffer.from('y') }).catch((e: unknown) => e as NodeJS.ErrnoException);
+    expect(err).toBeInstanceOf(Error);
+    expect(err).toMatchObject({ message: 'refused by test', code: 'SQLITE_CONSTRAINT_TRIGGER' });
+  });
+});
+
+describe('the writer thread', () => {
+  it('dies: what it held fails, /readyz-health is false until a new thread is up, then writes work again', async () => {
+    const first = makeEvent({ subject: 'first' });
+    expect(await store.commit(first, { bytes: Buffer.from('1') })).toBe('inserted');
+    expect(store.healthy()).toBe(true);
+
+    // Hold the next request inside the thread (never delivered), then kill the thread.
+    let thread: Worker | undefined;
+    vi.spyOn(Worker.prototype, 'postMessage').mockImplementation(function (this: Worker) {
+      thread = this;
+    });
+    const held = makeEvent({ subject: 'held' });
+    const pending = store.commit(held, { bytes: Buffer.from('2') });
+    await waitFor(async () => thread);
+    vi.restoreAllMocks();
+    await thread!.terminate();
+
+    await expect(pending).rejects.toThrow(/the store writer thread exited \(code 1\)/);
+    expect(store.healthy()).toBe(false);
+    await waitFor(async () => store.healthy());
+    // Not stored by the dead thread; stored now, as the pipeline's retry would.
+    expect(store.get(held.id)).toBeNull();
+    expect(await store.commit(held, { bytes: Buffer.from('2') })).toBe('inserted');
+    expect(await store.delete(first.id)).toBe(true);
+    expect(store.list({}).items.map((m) => m.subject)).toEqual(['held']);
+  });
+
+  it('close waits for the writes already asked for; after it, writes are refused', async () => {
+    const events = [makeEvent({ subject: 'a' }), makeEvent({ subject: 'b' })];
+    const commits = events.map((e) => store.commit(e, { bytes: Buffer.from('x') }));
+    // The batch is handed to the thread on the next turn of the loop; close after that.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await store.close();
+    expect(await Promise.all(commits)).toEqual(['inserted', 'inserted']);
+    await expect(store.delete(events[0]!.id)).rejects.toThrow(/the store is closed/);
+    store = openSqliteStore(dir);
+    expect(store.list({}).items.map((m) => m.subject)).toEqual(['b', 'a']);
+  });
+});

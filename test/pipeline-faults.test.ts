@@ -109,8 +109,12 @@ async function spooled(subject: string) {
   return spool.commit(writer, outcome.size, outcome.sha256, envelope, new Date().toISOString());
 }
 
-/** A pipeline over a store whose first `failures` commits throw, as SQLite does on a full disk; the others take `delayMs`. */
-function pipelineWithFailingStore(failures: number, delayMs = 0) {
+/**
+ * A pipeline over a store whose first `failures` commits throw, as SQLite does on a full disk;
+ * the others take `delayMs`. With `answerLost`, a failing commit first goes through, as when the
+ * store's writer thread dies after its transaction and before its answer.
+ */
+function pipelineWithFailingStore(failures: number, delayMs = 0, answerLost = false) {
   const published: AnyEvent[] = [];
   const bus = new EventBus();
   bus.subscribe((e) => published.push(e));
@@ -118,7 +122,10 @@ function pipelineWithFailingStore(failures: number, delayMs = 0) {
   // What the pipeline uses of the store; commit fails first.
   const failing: Pick<MessageStore, 'commit' | 'attachmentsDir' | 'discardFiles'> = {
     commit: async (event, raw) => {
-      if (left-- > 0) throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+      if (left-- > 0) {
+        if (answerLost) await store.commit(event, raw);
+        throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+      }
       await new Promise((r) => setTimeout(r, delayMs));
       return store.commit(event, raw);
     },
@@ -152,6 +159,20 @@ it('a message the store failed to take is stored once it works again, without a 
   await pipeline.close();
   await spool.close();
   expect(await recoveredAtRestart()).toEqual([]); // released once stored
+});
+
+it('a commit that went through but lost its answer is published when the retry finds the message stored', async () => {
+  const { pipeline, published } = pipelineWithFailingStore(1, 0, true);
+  const msg = await spooled('answer lost');
+  const outcome = await pipeline.process(msg);
+  if (outcome.kind !== 'accept') throw new Error('not accepted');
+  await outcome.afterReply();
+  expect(store.get(msg.id)?.subject).toBe('answer lost');
+  expect(published).toEqual([]);
+  await vi.waitFor(() => expect(published.map((e) => `${e.type} ${e.id}`)).toEqual([`mail.received ${msg.id}`]), { timeout: 5000 });
+  await pipeline.close();
+  await spool.close();
+  expect(await recoveredAtRestart()).toEqual([]); // released once the retry found it stored
 });
 
 it('close() cancels the retries: the message stays in the spool for the next start', async () => {

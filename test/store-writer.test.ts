@@ -3,7 +3,7 @@
  * through it, a failed item of a batch fails alone, and a writer thread that dies fails only
  * what it held; the next one takes over.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -98,15 +98,31 @@ describe('the writer thread', () => {
     expect(store.list({}).items.map((m) => m.subject)).toEqual(['held']);
   });
 
-  it('close waits for the writes already asked for; after it, writes are refused', async () => {
+  it('close waits for the writes already asked for, even those still waiting for their batch; after it, writes are refused', async () => {
     const events = [makeEvent({ subject: 'a' }), makeEvent({ subject: 'b' })];
+    // In the same turn of the loop as the commits: neither has reached the writer thread yet.
     const commits = events.map((e) => store.commit(e, { bytes: Buffer.from('x') }));
-    // The batch is handed to the thread on the next turn of the loop; close after that.
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    await store.close();
+    const closed = store.close();
+    expect(store.healthy()).toBe(false);
+    await expect(store.commit(makeEvent(), { bytes: Buffer.from('x') })).rejects.toThrow(/the store is closed/);
+    await closed;
     expect(await Promise.all(commits)).toEqual(['inserted', 'inserted']);
     await expect(store.delete(events[0]!.id)).rejects.toThrow(/the store is closed/);
     store = openSqliteStore(dir);
     expect(store.list({}).items.map((m) => m.subject)).toEqual(['b', 'a']);
+  });
+
+  it('a writer thread that cannot open the database fails the write with its SQLite code; close still closes', async () => {
+    const file = join(dir, 'mailwire.db');
+    // Gone from under the store after it opened (the main connection keeps its open file).
+    renameSync(file, `${file}.moved`);
+    const err = await store.commit(makeEvent(), { bytes: Buffer.from('x') }).catch((e: unknown) => e as Error);
+    expect(String(err)).toMatch(/the store writer thread exited \(code 1\): SQLITE_CANTOPEN/);
+    expect(store.healthy()).toBe(false);
+    await store.close();
+    expect(() => store.count()).toThrow(/not open/);
+    renameSync(`${file}.moved`, file);
+    store = openSqliteStore(dir);
+    expect(store.count()).toBe(0);
   });
 });

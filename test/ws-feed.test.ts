@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { EventBus } from '../src/bus/bus.js';
 import type { MailEvent, MailRejectedEvent } from '../src/events/types.js';
+import type { LoggedEvent } from '../src/store/types.js';
 import { DEFAULT_HOST_POLICY } from '../src/http/host-check.js';
 import { silentLogger } from '../src/log/logger.js';
 import { createMetrics } from '../src/metrics/metrics.js';
@@ -562,28 +563,26 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
     return event;
   }
 
-  it('a commit landing right after the replay query that came back empty still reaches the client', async () => {
-    // Commits run on the store's writer thread, so one can land between any two reads of the
-    // main thread. Here one lands just after the query that ends a replay: the client turns
-    // live at the end it read before that query, so the fan-out brings it the new entry.
+  /**
+   * A feed of its own over the store, whose log runs `before` (once armed) just before its next
+   * eventsAfter query: what the store's writer thread can do between two reads of the main
+   * thread, here on a connection of the test's (a StoreWriter, synchronous).
+   */
+  async function feedWithWriteBeforeQuery(landing: (writer: StoreWriter, page: () => LoggedEvent[] | null) => LoggedEvent[] | null) {
     const writer = new StoreWriter(join(dir, 'data', 'mailwire.db'));
-    let landed: MailEvent | null = null;
-    let armed = false;
+    const armed = { on: false };
     const log = new Proxy(store, {
-      get(target, prop) {
+      get(t, prop) {
         if (prop === 'eventsAfter') {
           return (since: { seq: number } | { id: string }, limit: number) => {
-            const page = target.eventsAfter(since, limit);
-            if (armed && page?.length === 0) {
-              armed = false;
-              landed = makeEvent({ subject: 'landed' });
-              writer.insertBatch([{ json: JSON.stringify(landed), raw: Buffer.from('x') }]);
-            }
-            return page;
+            const query = () => t.eventsAfter(since, limit);
+            if (!armed.on) return query();
+            armed.on = false;
+            return landing(writer, query);
           };
         }
-        const value: unknown = Reflect.get(target, prop);
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        const value: unknown = Reflect.get(t, prop);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(t) : value;
       },
     });
     const ownServer = createServer((_req, res) => res.writeHead(404).end());
@@ -601,11 +600,32 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
       maxBufferedBytes: 1024 * 1024,
       heartbeatMs: 60_000,
     });
+    return {
+      target: { addresses: { http: { port: (ownServer.address() as AddressInfo).port } } },
+      arm: () => (armed.on = true),
+      async close() {
+        writer.close();
+        await ownFeed.close();
+        await new Promise((resolve) => ownServer.close(resolve));
+      },
+    };
+  }
+
+  it('a commit landing right after the replay query that came back empty still reaches the client', async () => {
+    // The client turns live at the end it read *before* that query, so the fan-out brings it
+    // the new entry.
+    let landed: MailEvent | null = null;
+    const own = await feedWithWriteBeforeQuery((writer, query) => {
+      const page = query();
+      if (page?.length !== 0) throw new Error('expected the replay to be caught up');
+      landed = makeEvent({ subject: 'landed' });
+      writer.insertBatch([{ json: JSON.stringify(landed), raw: Buffer.from('x') }]);
+      return page;
+    });
     try {
-      const own = { addresses: { http: { port: (ownServer.address() as AddressInfo).port } } };
       const before = await commit();
-      armed = true;
-      const resumed = await FeedClient.ready(own, `?since=${before.id}`);
+      own.arm();
+      const resumed = await FeedClient.ready(own.target, `?since=${before.id}`);
       expect(landed).not.toBeNull();
       expect(resumed.receivedIds()).toEqual([]);
       // What the pipeline does once the writer has answered.
@@ -614,9 +634,7 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
       expect(resumed.receivedIds()).toEqual([landed!.id]);
       await resumed.close();
     } finally {
-      writer.close();
-      await ownFeed.close();
-      await new Promise((resolve) => ownServer.close(resolve));
+      await own.close();
     }
   });
 
@@ -736,5 +754,46 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
     expect(stalled.frames.at(-1)).toEqual(expiredFrame);
     expect(stalled.receivedIds()).toEqual(backlog.slice(0, 32).map((e) => e.id));
     expect(stalled.frames.some((f) => f.type === 'feed.ready')).toBe(false);
+  });
+
+  it('a trim landing between the horizon check and the query of a resume still closes with 4410', async () => {
+    const own = await feedWithWriteBeforeQuery((writer, query) => {
+      expect(writer.trim(FUTURE, Infinity, 1000).removed).toBe(2);
+      return query();
+    });
+    try {
+      const kept = await commit();
+      const gone = await commit();
+      await store.delete(gone.id);
+      await commit();
+      own.arm();
+      const c = await FeedClient.open(own.target, `?since=${kept.id}`);
+      const closed = await c.whenClosed;
+      // Not the entries after the hole with gone's mail.deleted missing: start afresh.
+      expect(closed.code).toBe(4410);
+      expect(c.frames).toEqual([expiredFrame]);
+    } finally {
+      await own.close();
+    }
+  });
+
+  it('a trim landing between the horizon check and the query of the live fan-out still closes with 4410', async () => {
+    const own = await feedWithWriteBeforeQuery((writer, query) => {
+      expect(writer.trim(FUTURE, Infinity, 1000).removed).toBe(2);
+      return query();
+    });
+    try {
+      const live = await FeedClient.ready(own.target);
+      const e = await commit();
+      await store.delete(e.id);
+      own.arm();
+      bus.publish({ type: 'mail.deleted', version: 1, id: e.id, at: new Date().toISOString() });
+      const closed = await live.whenClosed;
+      expect(closed.code).toBe(4410);
+      expect(live.frames.at(-1)).toEqual(expiredFrame);
+      expect(live.mail()).toEqual([]);
+    } finally {
+      await own.close();
+    }
   });
 });

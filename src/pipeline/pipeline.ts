@@ -165,9 +165,13 @@ export class Pipeline {
     await Promise.all(this.#retrying);
   }
 
-  async #store(event: MailEvent, msg: SpooledMessage, started: number): Promise<void> {
+  async #store(event: MailEvent, msg: SpooledMessage, started: number, retry = false): Promise<void> {
     const result = await this.deps.store.commit(event, msg.raw);
-    if (result === 'inserted') this.deps.bus.publish(event);
+    // A retry can find the message stored: the failed attempt committed and then lost its
+    // answer (the store's writer thread died in between). Published then, or the feed and the
+    // webhooks, which the bus wakes up, would not look at the log for it until the next event.
+    // They read the log by seq, so a second publish of a message sends nothing twice.
+    if (result === 'inserted' || (retry && result === 'duplicate')) this.deps.bus.publish(event);
     this.deps.spool.releaseStored(msg);
     this.#logOutcome(event, result === 'inserted' ? 'accepted' : 'duplicate', started);
   }
@@ -182,7 +186,7 @@ export class Pipeline {
     logger.error({ err, id: msg.id, attempt, retryInMs: delayMs }, 'storing an accepted message failed; it stays in the spool and is tried again');
     const timer = setTimeout(() => {
       this.#retries.delete(timer);
-      const running: Promise<void> = this.#store(event, msg, started)
+      const running: Promise<void> = this.#store(event, msg, started, true)
         .catch((e: unknown) => this.#retryLater(event, msg, started, e, attempt + 1))
         .finally(() => this.#retrying.delete(running));
       this.#retrying.add(running);

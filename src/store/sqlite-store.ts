@@ -148,6 +148,9 @@ class SqliteStore implements SqliteMessageStore {
   readonly #log: Logger;
   /** Every write goes through it (writer.ts): this connection only reads. */
   readonly #writer: StoreWriterThread;
+  /** Commits in progress: close() lets them finish. */
+  readonly #commits = new Set<Promise<CommitResult>>();
+  #closing: Promise<void> | null = null;
   readonly #listStatements = new Map<string, Database.Statement<Record<string, unknown>, SummaryRow>>();
 
   readonly #selectEvent: Database.Statement<[string], { event_json: string }>;
@@ -268,7 +271,16 @@ class SqliteStore implements SqliteMessageStore {
     await this.#removeFiles(id);
   }
 
-  async commit(event: MailEvent, raw: RawSource): Promise<CommitResult> {
+  commit(event: MailEvent, raw: RawSource): Promise<CommitResult> {
+    if (this.#closing) return Promise.reject(new Error('the store is closed'));
+    const running = this.#commit(event, raw);
+    this.#commits.add(running);
+    const forget = () => void this.#commits.delete(running);
+    running.then(forget, forget);
+    return running;
+  }
+
+  async #commit(event: MailEvent, raw: RawSource): Promise<CommitResult> {
     if (event.type !== 'mail.received') throw new Error(`commit: not a mail.received event (${String(event.type)})`);
     const rawFile = this.#rawFile(event.id);
     // Cheap early answer for spool recovery re-running a message that is already stored.
@@ -507,7 +519,7 @@ class SqliteStore implements SqliteMessageStore {
 
   healthy(): boolean {
     try {
-      if (this.#ping.get()?.ok !== 1 || !this.#writer.healthy) return false;
+      if (this.#closing || this.#ping.get()?.ok !== 1 || !this.#writer.healthy) return false;
       accessSync(this.#messagesDir, fsConstants.W_OK);
       return true;
     } catch {
@@ -515,11 +527,23 @@ class SqliteStore implements SqliteMessageStore {
     }
   }
 
-  /** Waits for the writes already asked for, then closes both connections. */
-  async close(): Promise<void> {
-    await this.#writer.close();
-    if (this.#db.open) this.#db.close();
-    await this.#messagesDirSync.close();
+  /**
+   * Refuses new writes, waits for those already asked for (commits still linking files or
+   * waiting for their batch included), then closes both connections.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    try {
+      await Promise.allSettled([...this.#commits]);
+      await this.#writer.close();
+    } finally {
+      if (this.#db.open) this.#db.close();
+      await this.#messagesDirSync.close();
+    }
   }
 }
 

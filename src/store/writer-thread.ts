@@ -12,7 +12,6 @@
  * The thread starts with the first request (a store that is only read never starts one), and
  * keeps the process alive only while a request is in flight.
  */
-import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../log/logger.js';
 import { workerSpawn } from '../util/worker-spawn.js';
@@ -24,6 +23,12 @@ type Request = WriterRequest extends infer R ? (R extends WriterRequest ? Omit<R
 interface Pending {
   resolve(value: unknown): void;
   reject(err: Error): void;
+}
+
+function describe(err: unknown): string {
+  const e = err as { message?: unknown; code?: unknown } | null;
+  const parts = [typeof e?.code === 'string' ? e.code : '', typeof e?.message === 'string' ? e.message : ''].filter(Boolean);
+  return parts.length > 0 ? parts.join(': ') : String(err);
 }
 
 export class StoreWriterThread {
@@ -69,7 +74,9 @@ export class StoreWriterThread {
   async #close(): Promise<void> {
     const worker = this.#worker;
     if (!worker) return;
-    const exited = once(worker, 'exit');
+    // 'exit' only: events.once() would reject on an 'error' first (a thread that cannot open
+    // the database), and the thread is gone either way.
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
     worker.ref(); // a clean close of the database is worth waiting for
     worker.postMessage({ op: 'close' } satisfies WriterMessage);
     await exited;
@@ -78,9 +85,11 @@ export class StoreWriterThread {
   #start(): Worker {
     const worker = new Worker(this.#spawn.url, { execArgv: this.#spawn.execArgv, workerData: { file: this.#file } });
     worker.unref();
-    let error: Error | null = null;
+    let error: string | null = null;
     worker.on('message', (msg: WriterReply) => this.#onReply(worker, msg));
-    worker.on('error', (err) => (error = err)); // 'exit' follows
+    // 'exit' follows. What a thread throws arrives as a copy: a SqliteError's message, not being
+    // an own property, does not come along, its code does.
+    worker.on('error', (err: unknown) => (error = describe(err)));
     worker.on('exit', (code) => this.#onExit(worker, code, error));
     this.#worker = worker;
     this.#ready = false;
@@ -103,17 +112,17 @@ export class StoreWriterThread {
     else pending.reject(errorFrom(msg.error));
   }
 
-  #onExit(worker: Worker, code: number, error: Error | null): void {
+  #onExit(worker: Worker, code: number, error: string | null): void {
     if (worker !== this.#worker) return;
     this.#worker = null;
     const wasReady = this.#ready;
     this.#ready = false;
-    const failure = new Error(`the store writer thread exited (code ${code})${error ? `: ${error.message}` : ''}`);
+    const failure = new Error(`the store writer thread exited (code ${code})${error ? `: ${error}` : ''}`);
     for (const pending of this.#pending.values()) pending.reject(failure);
     this.#pending.clear();
     if (this.#closing) return;
     this.#failure = failure;
-    this.#log.error({ err: error ?? undefined, code }, 'the store writer thread exited; the writes it held failed');
+    this.#log.error({ err: failure, code }, 'the store writer thread exited; the writes it held failed');
     if (wasReady) this.#start();
   }
 }

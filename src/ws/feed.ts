@@ -17,6 +17,10 @@
  *     comes through the fan-out. No gap;
  *   - the fan-out sends a client only entries above its cursor: no duplicate, even when the
  *     fan-out is behind the client's replay.
+ *   - the event-log trim (on the writer thread as well) moves the log's horizon in the same
+ *     transaction that removes entries, so each read of the log is followed by a look at the
+ *     horizon: past the reader's position, the page is thrown away and the client is told to
+ *     start afresh (4410), never fed a log with a hole in it.
  *
  * No work is done while nobody listens: the bus subscription and the heartbeat timer exist
  * only while at least one client is connected. Each live frame is serialised once and the same
@@ -246,7 +250,9 @@ class Feed implements EventFeed {
     }
     if (from === 'expired') return this.#expired(client);
     const end = log.lastEventSeq(); // before the query: see the top of this file
-    await this.#replay(client, log.eventsAfter({ seq: from }, PAGE) ?? [], from, end);
+    const page = log.eventsAfter({ seq: from }, PAGE) ?? [];
+    if (from < log.logHorizon()) return this.#expired(client); // after the query: see #replay
+    await this.#replay(client, page, from, end);
   }
 
   /** The log seq to replay after, or why there is none. */
@@ -290,10 +296,12 @@ class Feed implements EventFeed {
       // not hold the event loop; the next query and the live switch stay in one tick.
       await yieldToLoop();
       if (client.state !== 'replaying') return;
-      // The log was trimmed past this client while it replayed: entries ahead of it may be gone.
-      if (cursor < log.logHorizon()) return this.#expired(client);
       end = log.lastEventSeq();
       page = log.eventsAfter({ seq: cursor }, PAGE) ?? [];
+      // The log was trimmed past this client: entries ahead of it may be gone. Checked after
+      // the query, because the trim runs on the writer thread and can land between two reads:
+      // a trim that the query saw has moved the horizon by now (one transaction does both).
+      if (cursor < log.logHorizon()) return this.#expired(client);
     }
   }
 
@@ -385,6 +393,8 @@ class Feed implements EventFeed {
     if (this.#unsubscribe === null) return;
     let page: LoggedEvent[];
     try {
+      page = this.#o.log.eventsAfter({ seq: this.#hubSeq }, PAGE) ?? [];
+      // After the query, as in #replay.
       if (this.#hubSeq < this.#o.log.logHorizon()) {
         // The trim overtook the fan-out (it stalled for longer than the log keeps entries): a
         // mail.deleted may be gone, so the live clients start afresh rather than miss it.
@@ -392,7 +402,6 @@ class Feed implements EventFeed {
         this.#hubSeq = this.#o.log.lastEventSeq();
         return;
       }
-      page = this.#o.log.eventsAfter({ seq: this.#hubSeq }, PAGE) ?? [];
     } catch (err) {
       this.#log.error({ err }, 'reading the event log for the feed failed; closing feed clients');
       for (const c of this.#clients) this.#fail(c, CLOSE.internal, 'internal', 'reading the event log failed; reconnect with since');

@@ -685,6 +685,24 @@ describe('SpoolJournal compaction', () => {
     return new Set((await next.readPrevious()).map((r) => r.id));
   }
 
+  it('close waits for records still waiting for their batch, then refuses new ones', async () => {
+    await open(1_000_000);
+    // Same turn of the loop: the batch holding it has not started when close() is called.
+    const r = record('late');
+    const appended = journal.append(r);
+    let written = false;
+    void appended.then(() => (written = true));
+    const closed = journal.close();
+    await expect(journal.append(record('after'))).rejects.toThrow(/spool journal is closed/);
+    await closed;
+    expect(written).toBe(true);
+    await appended;
+    // Written into a segment close() then closed: readable by the next start, and no handle left
+    // open (the directory holds that one segment only).
+    expect(readdirSync(dir).length).toBe(1);
+    expect(await liveAfterRestart()).toEqual(new Set([r.id]));
+  });
+
   it('oldestRecordTime: the oldest receivedAt of any record on disk, kept across compaction and recovery', async () => {
     await open(1_000);
     expect(journal.oldestRecordTime()).toBe(Infinity);

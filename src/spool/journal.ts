@@ -155,8 +155,8 @@ export class SpoolJournal {
   readonly #segmentOf = new Map<string, Segment>();
   /** Each live message's file name ─▶ the length of its record's line. */
   readonly #lineBytes = new Map<string, number>();
-  /** Tombstones submitted and not yet written (see close()). */
-  readonly #releases = new Set<Promise<void>>();
+  /** Records and tombstones submitted and not yet written (see close()). */
+  readonly #unwritten = new Set<Promise<void>>();
   readonly #batches = new GroupCommit<JournalRecord, void>((records) => this.#writeBatch(records), { maxBatch: MAX_BATCH });
 
   constructor(dir: string, options: JournalOptions = {}) {
@@ -228,8 +228,19 @@ export class SpoolJournal {
 
   /** Resolves once the record is durable. */
   append(record: JournalRecord): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error('spool journal is closed'));
-    return this.#batches.submit(record);
+    if (this.#closing) return Promise.reject(new Error('spool journal is closed'));
+    return this.#track(this.#batches.submit(record));
+  }
+
+  /** close() waits for it: a batch written after close() would open a segment nobody closes. */
+  #track(written: Promise<void>): Promise<void> {
+    const settled = written.then(
+      () => {},
+      () => {},
+    );
+    this.#unwritten.add(settled);
+    void settled.then(() => this.#unwritten.delete(settled));
+    return written;
   }
 
   /**
@@ -246,14 +257,7 @@ export class SpoolJournal {
     if (this.#closed) return Promise.reject(new Error('spool journal is closed'));
     // Once more when the batch failed (that segment is retired; the retry goes into a new one):
     // a tombstone not written lets a crash bring back a message the client was told was refused.
-    const written = this.#batches.submit(tombstone).catch(() => this.#batches.submit(tombstone));
-    const settled = written.then(
-      () => {},
-      () => {},
-    );
-    this.#releases.add(settled);
-    void settled.then(() => this.#releases.delete(settled));
-    return written;
+    return this.#track(this.#batches.submit(tombstone).catch(() => this.#batches.submit(tombstone)));
   }
 
   /**
@@ -280,13 +284,15 @@ export class SpoolJournal {
   }
 
   /**
-   * Closes the current segment once the tombstones asked for are written (at shutdown nobody
-   * waits for them otherwise); its file stays while it holds records of unreleased messages.
+   * Refuses new records, then closes the current segment once the records and tombstones asked
+   * for are written (at shutdown nobody waits for the tombstones otherwise); its file stays
+   * while it holds records of unreleased messages.
    */
   async close(): Promise<void> {
     this.#closing = true;
     await this.#compacting;
-    await Promise.all(this.#releases);
+    // Tombstones are still taken while closing (a release racing the stop): wait for those too.
+    while (this.#unwritten.size > 0) await Promise.all(this.#unwritten);
     if (this.#current) await this.#retire(this.#current);
     while (this.#collecting) await this.#collecting;
     this.#closed = true;

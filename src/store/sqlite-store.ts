@@ -244,14 +244,6 @@ class SqliteStore implements SqliteMessageStore {
     this.#log.debug({ file }, 'store open');
   }
 
-  /**
-   * A second commit of a message comes from spool recovery: its record was on disk until now,
-   * so the trim must keep this entry (what makes the next such commit a no-op) a while longer.
-   */
-  #confirmReceived(id: string): Promise<void> {
-    return this.#writer.call({ op: 'confirm', id, at: new Date().toISOString() });
-  }
-
   #messageDir(id: string): string {
     if (!isMessageId(id)) throw new Error(`not a message id: ${JSON.stringify(id).slice(0, 64)}`);
     return join(this.#messagesDir, id);
@@ -283,12 +275,9 @@ class SqliteStore implements SqliteMessageStore {
   async #commit(event: MailEvent, raw: RawSource): Promise<CommitResult> {
     if (event.type !== 'mail.received') throw new Error(`commit: not a mail.received event (${String(event.type)})`);
     const rawFile = this.#rawFile(event.id);
-    // Cheap early answer for spool recovery re-running a message that is already stored.
-    if (this.#selectReceived.get(event.id)) {
-      await this.#confirmReceived(event.id);
-      await this.#dropIfNotLive(event.id);
-      return 'duplicate';
-    }
+    // A message already stored (spool recovery running it again) is found out by the writer,
+    // inside its transaction; asking here first would cost every commit a query for the sake
+    // of a rare one.
     // Files first, each made durable, then the row: once the row is visible (and the spool
     // entry is released), everything it points at is on disk. A crash between the two leaves
     // files without a row, which the spool's recovery run commits again. Bytes in memory go

@@ -3,7 +3,7 @@
  * one request at a time, in the order they were posted.
  *
  * Protocol, on the worker's parentPort (workerData: { file }):
- *   → { n, op: 'insert', items } | { n, op: 'confirm', id, at } | { n, op: 'delete', id, at }
+ *   → { n, op: 'insert', items } | { n, op: 'delete', id, at }
  *     | { n, op: 'trim', before, keepFrom, maxRows }
  *   → { op: 'close' }                        after every request before it: close the database, exit
  *   ← { ready: true }                        once, when the database is open
@@ -15,7 +15,6 @@ import { StoreWriter, writerError, type InsertItem, type WriterError } from './w
 
 export type WriterRequest =
   | { n: number; op: 'insert'; items: InsertItem[] }
-  | { n: number; op: 'confirm'; id: string; at: string }
   | { n: number; op: 'delete'; id: string; at: string }
   | { n: number; op: 'trim'; before: string; keepFrom: number; maxRows: number };
 
@@ -32,8 +31,6 @@ function run(req: WriterRequest): unknown {
   switch (req.op) {
     case 'insert':
       return writer.insertBatch(req.items);
-    case 'confirm':
-      return writer.confirm(req.id, req.at);
     case 'delete':
       return writer.delete(req.id, req.at);
     case 'trim':

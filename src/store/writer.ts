@@ -114,7 +114,6 @@ export class StoreWriter {
   readonly #db: Database.Database;
   readonly #insertTx: (item: InsertItem) => CommitResult;
   readonly #insertBatchTx: (items: readonly InsertItem[]) => CommitResult[];
-  readonly #confirmTx: (id: string, at: string) => void;
   readonly #deleteTx: (id: string, at: string) => boolean;
   readonly #trimTx: (before: string, keepFrom: number, maxRows: number) => TrimResult;
 
@@ -173,8 +172,6 @@ export class StoreWriter {
     this.#insertTx = (item) => insertTx.immediate(item);
     const insertBatchTx = db.transaction((items: readonly InsertItem[]) => items.map(insertOne));
     this.#insertBatchTx = (items) => insertBatchTx.immediate(items);
-    const confirmTx = db.transaction((id: string, at: string) => void touchReceived.run(at, id));
-    this.#confirmTx = (id, at) => confirmTx.immediate(id, at);
 
     const deleteTx = db.transaction((id: string, at: string): boolean => {
       const rcpts = selectRcpts.get(id);
@@ -250,11 +247,6 @@ export class StoreWriter {
       });
       return { outcomes, batchError: writerError(err) };
     }
-  }
-
-  /** A commit of a message already stored: stamps its log entry again (see insertOne). */
-  confirm(id: string, at: string): void {
-    this.#confirmTx(id, at);
   }
 
   /** Removes a message's rows and logs its mail.deleted; false when there was none. */

@@ -114,7 +114,7 @@ async function spooled(subject: string) {
  * the others take `delayMs`. With `answerLost`, a failing commit first goes through, as when the
  * store's writer thread dies after its transaction and before its answer.
  */
-function pipelineWithFailingStore(failures: number, delayMs = 0, answerLost = false) {
+function pipelineWithFailingStore(failures: number, delayMs = 0, answerLost = false, maxPendingRetries?: number) {
   const published: AnyEvent[] = [];
   const bus = new EventBus();
   bus.subscribe((e) => published.push(e));
@@ -142,8 +142,9 @@ function pipelineWithFailingStore(failures: number, delayMs = 0, answerLost = fa
     score: async () => ({ status: 'skipped', score: null, threshold: null, rules: [], reason: 'spamd disabled' }),
     parse: (raw, attachmentsDir, limits) => parseMessageFile(raw.path ?? null, attachmentsDir, limits, raw.bytes ?? null),
     retryBaseMs: 20,
+    ...(maxPendingRetries === undefined ? {} : { maxPendingRetries }),
   });
-  return { pipeline, published };
+  return { pipeline, published, heal: () => (left = 0) };
 }
 
 it('a message the store failed to take is stored once it works again, without a restart, and published once', async () => {
@@ -173,6 +174,31 @@ it('a commit that went through but lost its answer is published when the retry f
   await pipeline.close();
   await spool.close();
   expect(await recoveredAtRestart()).toEqual([]); // released once the retry found it stored
+});
+
+it('while the store fails and its retries are full, new mail gets 451 4.3.0; once it works again, mail is accepted', async () => {
+  const { pipeline, published, heal } = pipelineWithFailingStore(Infinity, 0, false, 2);
+  const accepted = [await spooled('one'), await spooled('two')];
+  for (const msg of accepted) {
+    const outcome = await pipeline.process(msg);
+    if (outcome.kind !== 'accept') throw new Error('not accepted');
+    await outcome.afterReply();
+  }
+  const third = await spooled('three');
+  expect(await pipeline.process(third)).toEqual({
+    kind: 'reject',
+    code: 451,
+    enhanced: '4.3.0',
+    message: 'Temporary local problem: the message store is not available, try again later',
+  });
+  heal();
+  await vi.waitFor(() => expect(published.map((e) => e.id).sort()).toEqual(accepted.map((m) => m.id).sort()), { timeout: 5000 });
+  const fourth = await spooled('four');
+  const outcome = await pipeline.process(fourth);
+  if (outcome.kind !== 'accept') throw new Error('not accepted after the store came back');
+  await outcome.afterReply();
+  expect(store.get(fourth.id)?.subject).toBe('four');
+  await pipeline.close();
 });
 
 it('close() cancels the retries: the message stays in the spool for the next start', async () => {

@@ -36,13 +36,18 @@ export interface PipelineDeps {
   metrics: Metrics;
   /** First wait before storing a message again after the store failed; doubles up to RETRY_MAX_MS. */
   retryBaseMs?: number;
+  /** Messages waiting to be stored again at most; default MAX_PENDING_RETRIES. */
+  maxPendingRetries?: number;
 }
 
 const RETRY_BASE_MS = 1000;
 const RETRY_MAX_MS = 60_000;
 /**
  * Messages waiting to be stored again, each holding its event (and bytes, up to 64 KiB) in
- * memory. Past this many, a failed one is left in the spool for the next start.
+ * memory. Once this many wait, new mail is deferred (451) until the store takes them: the
+ * clients keep it meanwhile, so a long store outage grows neither this memory nor the spool
+ * (which the next start would read whole). A message failing past it (one in flight when the
+ * limit was reached) is left in the spool for the next start.
  */
 const MAX_PENDING_RETRIES = 1000;
 
@@ -53,6 +58,9 @@ export class Pipeline {
   /** Retries whose store commit is running (close() waits for them). */
   readonly #retrying = new Set<Promise<void>>();
   #closed = false;
+  get #maxPendingRetries(): number {
+    return this.deps.maxPendingRetries ?? MAX_PENDING_RETRIES;
+  }
 
   constructor(private readonly deps: PipelineDeps) {
     this.#outcomes = deps.metrics.counter('mailwire_messages_total', 'Messages after DATA, by outcome and spam status', ['result', 'spam']);
@@ -63,6 +71,14 @@ export class Pipeline {
   async process(msg: SpooledMessage, hooks: HookSession | null = null): Promise<MessageOutcome> {
     const started = performance.now();
     const { config, store } = this.deps;
+    if (this.#retries.size + this.#retrying.size >= this.#maxPendingRetries) {
+      this.#outcomes.inc({ result: 'deferred-store', spam: 'skipped' });
+      this.deps.logger.warn(
+        { id: msg.id, from: msg.envelope.mailFrom, rcpts: msg.envelope.rcptTo.length, ip: msg.envelope.remoteAddress, size: msg.size, result: 'deferred-store', waiting: this.#retries.size + this.#retrying.size },
+        'message',
+      );
+      return { kind: 'reject', code: 451, enhanced: '4.3.0', message: 'Temporary local problem: the message store is not available, try again later' };
+    }
     const event = await this.#analyse(msg);
     if (event.spam.status === 'spam' && config.spamd.action === 'reject') {
       await store.discardFiles(msg.id);
@@ -178,7 +194,7 @@ export class Pipeline {
 
   #retryLater(event: MailEvent, msg: SpooledMessage, started: number, err: unknown, attempt: number): void {
     const { logger } = this.deps;
-    if (this.#closed || this.#retries.size >= MAX_PENDING_RETRIES) {
+    if (this.#closed || this.#retries.size >= this.#maxPendingRetries) {
       logger.error({ err, id: msg.id }, 'storing an accepted message failed; it stays in the spool until the next start');
       return;
     }

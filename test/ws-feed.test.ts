@@ -530,11 +530,16 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
     dir = mkdtempSync(join(tmpdir(), 'mailwire-feed-'));
     store = openSqliteStore(join(dir, 'data'));
     bus = new EventBus();
-    server = createServer((_req, res) => res.writeHead(404).end());
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    feed = createEventFeed({
-      server,
-      log: store,
+    ({ server, feed, target } = await feedServer(store, 256 * 1024 * 1024));
+  });
+
+  /** An HTTP server on port 0 with a feed over `log` on it. */
+  async function feedServer(log: SqliteMessageStore, maxBufferedBytes: number): Promise<{ server: Server; feed: EventFeed; target: Target }> {
+    const http = createServer((_req, res) => res.writeHead(404).end());
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    const events = createEventFeed({
+      server: http,
+      log,
       bus,
       logger: silentLogger(),
       metrics: createMetrics({ processMetrics: false }),
@@ -542,11 +547,11 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
       allowedOrigins: [],
       maxClients: 10,
       maxClientsPerIp: 10,
-      maxBufferedBytes: 256 * 1024 * 1024,
+      maxBufferedBytes,
       heartbeatMs: 60_000,
     });
-    target = { addresses: { http: { port: (server.address() as AddressInfo).port } } };
-  });
+    return { server: http, feed: events, target: { addresses: { http: { port: (http.address() as AddressInfo).port } } } };
+  }
   afterAll(async () => {
     await feed.close();
     await new Promise((resolve) => server.close(resolve));
@@ -585,28 +590,14 @@ describe('feed seam, on a real store and bus with publishes held back', () => {
         return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(t) : value;
       },
     });
-    const ownServer = createServer((_req, res) => res.writeHead(404).end());
-    await new Promise<void>((resolve) => ownServer.listen(0, '127.0.0.1', resolve));
-    const ownFeed = createEventFeed({
-      server: ownServer,
-      log,
-      bus,
-      logger: silentLogger(),
-      metrics: createMetrics({ processMetrics: false }),
-      hostPolicy: DEFAULT_HOST_POLICY,
-      allowedOrigins: [],
-      maxClients: 10,
-      maxClientsPerIp: 10,
-      maxBufferedBytes: 1024 * 1024,
-      heartbeatMs: 60_000,
-    });
+    const own = await feedServer(log, 1024 * 1024);
     return {
-      target: { addresses: { http: { port: (ownServer.address() as AddressInfo).port } } },
+      target: own.target,
       arm: () => (armed.on = true),
       async close() {
         writer.close();
-        await ownFeed.close();
-        await new Promise((resolve) => ownServer.close(resolve));
+        await own.feed.close();
+        await new Promise((resolve) => own.server.close(resolve));
       },
     };
   }

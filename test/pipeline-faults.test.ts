@@ -4,7 +4,7 @@
  * failing call is scripted.
  */
 import { afterEach, beforeEach, expect, it, vi } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -100,9 +100,13 @@ it('a failed parse of the edited message leaves nothing in the spool: the client
 });
 
 /** A spooled message, as the SMTP side leaves it before the pipeline runs. */
-async function spooled(subject: string) {
-  const writer = spool.writer(newMessageId(), { maxSize: 1 << 20, bareNewline: 'reject' });
-  writer.end(Buffer.from(`Subject: ${subject}\r\n\r\nbody\r\n`));
+function spooled(subject: string) {
+  return spooledRaw(`Subject: ${subject}\r\n\r\nbody\r\n`);
+}
+
+async function spooledRaw(raw: string, id = newMessageId()) {
+  const writer = spool.writer(id, { maxSize: 1 << 20, bareNewline: 'reject' });
+  writer.end(Buffer.from(raw));
   await once(writer, 'finish');
   const outcome = writer.outcome();
   if (outcome.kind !== 'ok') throw new Error(outcome.kind);
@@ -120,7 +124,8 @@ function pipelineWithFailingStore(failures: number, delayMs = 0, answerLost = fa
   bus.subscribe((e) => published.push(e));
   let left = failures;
   // What the pipeline uses of the store; commit fails first.
-  const failing: Pick<MessageStore, 'commit' | 'attachmentsDir' | 'discardFiles'> = {
+  const failing: Pick<MessageStore, 'commit' | 'attachmentsDir' | 'discardFiles' | 'get'> = {
+    get: (id) => store.get(id),
     commit: async (event, raw) => {
       if (left-- > 0) {
         if (answerLost) await store.commit(event, raw);
@@ -199,6 +204,66 @@ it('while the store fails and its retries are full, new mail gets 451 4.3.0; onc
   await outcome.afterReply();
   expect(store.get(fourth.id)?.subject).toBe('four');
   await pipeline.close();
+});
+
+it('recovery commits a message already stored as it is: no second parse into its attachment files', async () => {
+  const raw = [
+    'Subject: with attachment',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/mixed; boundary="b"',
+    '',
+    '--b',
+    'Content-Type: text/plain',
+    '',
+    'body',
+    '--b',
+    'Content-Type: application/octet-stream; name="a.bin"',
+    'Content-Disposition: attachment; filename="a.bin"',
+    'Content-Transfer-Encoding: base64',
+    '',
+    Buffer.from('attachment bytes').toString('base64'),
+    '--b--',
+    '',
+  ].join('\r\n');
+  const { pipeline } = pipelineWithFailingStore(0);
+  const msg = await spooledRaw(raw);
+  const outcome = await pipeline.process(msg);
+  if (outcome.kind !== 'accept') throw new Error('not accepted');
+  await outcome.afterReply();
+  const attachment = store.attachment(msg.id, 0)!;
+  expect(readFileSync(attachment.path, 'utf8')).toBe('attachment bytes');
+  await pipeline.close();
+  // Its record once more, as when the release of its spool entry was lost (in a spool of its
+  // own: the release of the first one is written by the time the old spool has closed).
+  await spool.close();
+  spool = new Spool(join(dir, 'data'));
+  await spool.init();
+  expect(await spool.recover()).toEqual([]);
+  await spooledRaw(raw, msg.id);
+  await spool.close();
+  spool = new Spool(join(dir, 'data'));
+  await spool.init();
+  let parses = 0;
+  const recovering = new Pipeline({
+    config: testConfig(dir, { spamd: false }),
+    logger: silentLogger(),
+    spool,
+    store,
+    bus: new EventBus(),
+    metrics: createMetrics(),
+    score: async () => ({ status: 'skipped', score: null, threshold: null, rules: [], reason: 'spamd disabled' }),
+    parse: () => {
+      parses++;
+      return Promise.reject(new Error('parsed again'));
+    },
+  });
+  expect(await recovering.recover()).toBe(1);
+  expect(parses).toBe(0);
+  expect(readFileSync(attachment.path, 'utf8')).toBe('attachment bytes');
+  expect(store.list({}).items.map((m) => m.id)).toEqual([msg.id]);
+  await recovering.close();
+  await spool.close();
+  expect(await recoveredAtRestart()).toEqual([]); // released
 });
 
 it('close() cancels the retries: the message stays in the spool for the next start', async () => {

@@ -223,7 +223,10 @@ export class Pipeline {
         continue;
       }
       try {
-        const event = await this.#analyse(msg);
+        // Stored already (the release of its spool entry was lost): committed again as stored,
+        // which only releases it. Parsing it again would write into the stored message's
+        // attachment files, and a parse cut short (deadline, full disk) truncates or removes them.
+        const event = this.deps.store.get(msg.id) ?? (await this.#analyse(msg));
         await this.commit(event, msg);
       } catch (err) {
         this.deps.logger.error({ err, id: msg.id }, 'recovering a spooled message failed; it stays in the spool');

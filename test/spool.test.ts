@@ -703,6 +703,20 @@ describe('SpoolJournal compaction', () => {
     expect(await liveAfterRestart()).toEqual(new Set([r.id]));
   });
 
+  it('a release once close has written what was asked for is refused, not written into a segment nobody closes', async () => {
+    await open(1_000_000);
+    const r = record('x');
+    await journal.append(r);
+    const closed = journal.close();
+    await new Promise((resolve) => setImmediate(resolve));
+    await expect(journal.release(r.id, r.file)).rejects.toThrow(/spool journal is closed/);
+    await closed;
+    // No tombstone (and no new segment for it); the segment held only this record, so the
+    // release still took effect by removing it.
+    expect(readdirSync(dir)).toEqual([]);
+    expect(await liveAfterRestart()).toEqual(new Set());
+  });
+
   it('oldestRecordTime: the oldest receivedAt of any record on disk, kept across compaction and recovery', async () => {
     await open(1_000);
     expect(journal.oldestRecordTime()).toBe(Infinity);

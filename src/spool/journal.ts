@@ -146,7 +146,7 @@ export class SpoolJournal {
   /** performance.now() before which no compaction is started (after a failure). */
   #compactNotBefore = 0;
   #closing = false;
-  /** close() has finished: nothing more is written. */
+  /** close() has written what was asked for: nothing more is written. */
   #closed = false;
   /** Records appended again by compaction ─▶ the segment they are copied from. */
   readonly #moves = new WeakMap<JournalRecord, Segment>();
@@ -293,9 +293,10 @@ export class SpoolJournal {
     await this.#compacting;
     // Tombstones are still taken while closing (a release racing the stop): wait for those too.
     while (this.#unwritten.size > 0) await Promise.all(this.#unwritten);
+    // From here a tombstone is refused: written after this, it would open a segment nobody closes.
+    this.#closed = true;
     if (this.#current) await this.#retire(this.#current);
     while (this.#collecting) await this.#collecting;
-    this.#closed = true;
     await this.#dirSync.close();
   }
 

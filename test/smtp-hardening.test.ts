@@ -155,6 +155,43 @@ describe('a disk error while receiving DATA', () => {
 });
 
 describe('graceful stop with a message in processing', () => {
+  it('refuses a transaction begun after the stop began (MAIL, or DATA after an earlier MAIL) with 421', async () => {
+    // smtp-server answers every command with 421 once its close() was called (stop() does that
+    // first), so nothing can reach the pipeline or the spool after they close.
+    const spamd = await silentSpamd();
+    const t = await startTestApp({
+      config: { spamd: { enabled: true, host: '127.0.0.1', port: spamd.port, timeout_ms: 1500 }, smtp: { shutdown_grace_ms: 1000 } },
+    });
+    try {
+      // One message waiting on spamd keeps the stop in its grace period.
+      const busy = await greeted(t);
+      await busy.command('EHLO x.test');
+      await busy.command('MAIL FROM:<a@x.test>');
+      await busy.command('RCPT TO:<b@example.test>');
+      await busy.command('DATA');
+      busy.write('Subject: in flight\r\n\r\nbody\r\n.\r\n');
+      const idle = await greeted(t);
+      await idle.command('EHLO y.test');
+      const midway = await greeted(t);
+      await midway.command('EHLO z.test');
+      await midway.command('MAIL FROM:<c@x.test>');
+      expect((await midway.command('RCPT TO:<d@example.test>')).code).toBe(250);
+      await new Promise((r) => setTimeout(r, 200)); // the busy one is now waiting on spamd
+      const stopping = t.app.stop();
+      expect((await idle.command('MAIL FROM:<e@x.test>')).code).toBe(421);
+      expect((await midway.command('DATA')).code).toBe(421);
+      expect((await busy.read(5000)).raw).toMatch(/^250 2\.0\.0 Ok: queued as /);
+      await stopping;
+      const store = openSqliteStore(t.config.storage.data_dir);
+      expect(store.list({}).items.map((m) => m.subject)).toEqual(['in flight']);
+      await store.close();
+      expect(readdirSync(join(t.config.storage.data_dir, 'spool', 'incoming'))).toEqual([]);
+    } finally {
+      spamd.server.close();
+      rmSync(t.dir, { recursive: true, force: true });
+    }
+  });
+
   it('lets the message finish with 250 and stores it before the store closes', async () => {
     const spamd = await silentSpamd();
     const t = await startTestApp({

@@ -246,11 +246,12 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     stopping = true;
     // No deletions during the stop; a sweep in progress ends after its current message.
     await retention?.stop();
-    await logTrim?.stop();
     domains?.close();
     hookRegistry.close();
     // SMTP first: in-flight messages finish and are stored before the store closes.
     await smtp?.stop();
+    // A trim round in progress (it publishes nothing) ends after its current step.
+    await logTrim?.stop();
     logger.debug('smtp listeners stopped');
     await parsePool?.close();
     // Messages waiting to be stored again stay in the spool for the next start.

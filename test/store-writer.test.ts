@@ -114,15 +114,27 @@ describe('the writer thread', () => {
 
   it('a writer thread that cannot open the database fails the write with its SQLite code; close still closes', async () => {
     const file = join(dir, 'mailwire.db');
-    // Gone from under the store after it opened (the main connection keeps its open file).
+    expect(await store.commit(makeEvent(), { bytes: Buffer.from('x') })).toBe('inserted');
+    // The file goes from under the store (the connections keep theirs open), then the thread dies:
+    // the one started in its place cannot open the database.
+    let thread: Worker | undefined;
+    const post = Worker.prototype.postMessage;
+    vi.spyOn(Worker.prototype, 'postMessage').mockImplementation(function (this: Worker, ...args: Parameters<Worker['postMessage']>) {
+      thread = this;
+      post.apply(this, args);
+    });
+    expect(await store.commit(makeEvent(), { bytes: Buffer.from('y') })).toBe('inserted');
+    vi.restoreAllMocks();
     renameSync(file, `${file}.moved`);
-    const err = await store.commit(makeEvent(), { bytes: Buffer.from('x') }).catch((e: unknown) => e as Error);
+    await thread!.terminate();
+    await waitFor(async () => !store.healthy());
+    const err = await store.commit(makeEvent(), { bytes: Buffer.from('z') }).catch((e: unknown) => e as Error);
     expect(String(err)).toMatch(/the store writer thread exited \(code 1\): SQLITE_CANTOPEN/);
     expect(store.healthy()).toBe(false);
     await store.close();
     expect(() => store.count()).toThrow(/not open/);
     renameSync(`${file}.moved`, file);
     store = openSqliteStore(dir);
-    expect(store.count()).toBe(0);
+    expect(store.count()).toBe(2);
   });
 });

@@ -9,8 +9,7 @@
  * database is not restarted in a loop: the next request starts the next one. Until a thread is
  * up again, `healthy` is false (/readyz reports it).
  *
- * The thread starts with the first request (a store that is only read never starts one), and
- * keeps the process alive only while a request is in flight.
+ * The thread keeps the process alive only while a request is in flight.
  */
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../log/logger.js';
@@ -46,6 +45,9 @@ export class StoreWriterThread {
   constructor(file: string, logger: Logger) {
     this.#file = file;
     this.#log = logger;
+    // At once, not at the first write: it loads in parallel with the rest of the start, so the
+    // first commit (or the event-log trim's first round) does not wait for it.
+    this.#start();
   }
 
   /** Runs one request on the writer thread. */

@@ -17,7 +17,10 @@ import { workerSpawn } from '../util/worker-spawn.js';
 import { errorFrom } from './writer.js';
 import type { WriterMessage, WriterReply, WriterRequest } from './writer-worker.js';
 
-type Request = WriterRequest extends infer R ? (R extends WriterRequest ? Omit<R, 'n'> : never) : never;
+/** Omit over each member of a union (a plain Omit would merge the members). */
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+/** A request as callers make it: the thread's end numbers it. */
+type Request = DistributiveOmit<WriterRequest, 'n'>;
 
 interface Pending {
   resolve(value: unknown): void;

@@ -17,7 +17,7 @@ import { silentLogger } from '../src/log/logger.js';
 import { createMetrics } from '../src/metrics/metrics.js';
 import { parseMessageFile } from '../src/parse/parse.js';
 import type { ParsedMessage } from '../src/parse/types.js';
-import { Pipeline } from '../src/pipeline/pipeline.js';
+import { Pipeline, type PipelineDeps } from '../src/pipeline/pipeline.js';
 import { Spool } from '../src/spool/spool.js';
 import { openSqliteStore, type SqliteMessageStore } from '../src/store/sqlite-store.js';
 import type { MessageStore } from '../src/store/types.js';
@@ -40,6 +40,23 @@ afterEach(async () => {
   await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+const realParse: PipelineDeps['parse'] = (raw, attachmentsDir, limits) => parseMessageFile(raw.path ?? null, attachmentsDir, limits, raw.bytes ?? null);
+
+/** A pipeline over this test's spool and store, spamd off, with the real parser unless `overrides` says otherwise. */
+function pipelineOver(overrides: Partial<PipelineDeps>): Pipeline {
+  return new Pipeline({
+    config: testConfig(dir, { spamd: false }),
+    logger: silentLogger(),
+    spool,
+    store,
+    bus: new EventBus(),
+    metrics: createMetrics(),
+    score: async () => ({ status: 'skipped', score: null, threshold: null, rules: [], reason: 'spamd disabled' }),
+    parse: realParse,
+    ...overrides,
+  });
+}
 
 /** What a new start would find in the spool (init and recover, as the app does). */
 async function recoveredAtRestart() {
@@ -69,17 +86,10 @@ function addHeaderHooks(): HookSession {
 
 it('a failed parse of the edited message leaves nothing in the spool: the client is told to retry, so nothing may be recovered', async () => {
   let parses = 0;
-  const pipeline = new Pipeline({
-    config: testConfig(dir, { spamd: false }),
-    logger: silentLogger(),
-    spool,
-    store,
-    bus: new EventBus(),
-    metrics: createMetrics(),
-    score: async () => ({ status: 'skipped', score: null, threshold: null, rules: [], reason: 'spamd disabled' }),
+  const pipeline = pipelineOver({
     parse: async (raw, attachmentsDir, limits): Promise<ParsedMessage> => {
       if (++parses === 2) throw new Error('parse worker died: simulated');
-      return parseMessageFile(raw.path ?? null, attachmentsDir, limits, raw.bytes ?? null);
+      return realParse(raw, attachmentsDir, limits);
     },
   });
   const writer = spool.writer(newMessageId(), { maxSize: 1 << 20, bareNewline: 'reject' });
@@ -137,15 +147,9 @@ function pipelineWithFailingStore(failures: number, delayMs = 0, answerLost = fa
     attachmentsDir: (id) => store.attachmentsDir(id),
     discardFiles: (id) => store.discardFiles(id),
   };
-  const pipeline = new Pipeline({
-    config: testConfig(dir, { spamd: false }),
-    logger: silentLogger(),
-    spool,
+  const pipeline = pipelineOver({
     store: failing as MessageStore,
     bus,
-    metrics: createMetrics(),
-    score: async () => ({ status: 'skipped', score: null, threshold: null, rules: [], reason: 'spamd disabled' }),
-    parse: (raw, attachmentsDir, limits) => parseMessageFile(raw.path ?? null, attachmentsDir, limits, raw.bytes ?? null),
     retryBaseMs: 20,
     ...(maxPendingRetries === undefined ? {} : { maxPendingRetries }),
   });
@@ -244,14 +248,7 @@ it('recovery commits a message already stored as it is: no second parse into its
   spool = new Spool(join(dir, 'data'));
   await spool.init();
   let parses = 0;
-  const recovering = new Pipeline({
-    config: testConfig(dir, { spamd: false }),
-    logger: silentLogger(),
-    spool,
-    store,
-    bus: new EventBus(),
-    metrics: createMetrics(),
-    score: async () => ({ status: 'skipped', score: null, threshold: null, rules: [], reason: 'spamd disabled' }),
+  const recovering = pipelineOver({
     parse: () => {
       parses++;
       return Promise.reject(new Error('parsed again'));

@@ -155,6 +155,26 @@ describe('a disk error while receiving DATA', () => {
 });
 
 describe('graceful stop with a message in processing', () => {
+  /** A session whose message (subject `subject`) is sent and now waits on a spamd that never answers. */
+  async function sentAndWaitingOnSpamd(t: TestApp, subject: string): Promise<RawSmtp> {
+    const c = await greeted(t);
+    await c.command('EHLO x.test');
+    await c.command('MAIL FROM:<a@x.test>');
+    await c.command('RCPT TO:<b@example.test>');
+    await c.command('DATA');
+    c.write(`Subject: ${subject}\r\n\r\nbody\r\n.\r\n`);
+    return c;
+  }
+
+  /** Once the app stopped: what the store holds, and that the spool is empty. */
+  async function storedAfterStop(t: TestApp): Promise<(string | null)[]> {
+    const store = openSqliteStore(t.config.storage.data_dir);
+    const subjects = store.list({}).items.map((m) => m.subject);
+    await store.close();
+    expect(readdirSync(join(t.config.storage.data_dir, 'spool', 'incoming'))).toEqual([]);
+    return subjects;
+  }
+
   it('refuses a transaction begun after the stop began (MAIL, or DATA after an earlier MAIL) with 421', async () => {
     // smtp-server answers every command with 421 once its close() was called (stop() does that
     // first), so nothing can reach the pipeline or the spool after they close.
@@ -164,12 +184,7 @@ describe('graceful stop with a message in processing', () => {
     });
     try {
       // One message waiting on spamd keeps the stop in its grace period.
-      const busy = await greeted(t);
-      await busy.command('EHLO x.test');
-      await busy.command('MAIL FROM:<a@x.test>');
-      await busy.command('RCPT TO:<b@example.test>');
-      await busy.command('DATA');
-      busy.write('Subject: in flight\r\n\r\nbody\r\n.\r\n');
+      const busy = await sentAndWaitingOnSpamd(t, 'in flight');
       const idle = await greeted(t);
       await idle.command('EHLO y.test');
       const midway = await greeted(t);
@@ -182,10 +197,7 @@ describe('graceful stop with a message in processing', () => {
       expect((await midway.command('DATA')).code).toBe(421);
       expect((await busy.read(5000)).raw).toMatch(/^250 2\.0\.0 Ok: queued as /);
       await stopping;
-      const store = openSqliteStore(t.config.storage.data_dir);
-      expect(store.list({}).items.map((m) => m.subject)).toEqual(['in flight']);
-      await store.close();
-      expect(readdirSync(join(t.config.storage.data_dir, 'spool', 'incoming'))).toEqual([]);
+      expect(await storedAfterStop(t)).toEqual(['in flight']);
     } finally {
       spamd.server.close();
       rmSync(t.dir, { recursive: true, force: true });
@@ -198,21 +210,13 @@ describe('graceful stop with a message in processing', () => {
       config: { spamd: { enabled: true, host: '127.0.0.1', port: spamd.port, timeout_ms: 1500 }, smtp: { shutdown_grace_ms: 200 } },
     });
     try {
-      const c = await greeted(t);
-      await c.command('EHLO x.test');
-      await c.command('MAIL FROM:<a@x.test>');
-      await c.command('RCPT TO:<b@example.test>');
-      await c.command('DATA');
-      c.write('Subject: stopping\r\n\r\nbody\r\n.\r\n');
+      const c = await sentAndWaitingOnSpamd(t, 'stopping');
       await new Promise((r) => setTimeout(r, 200)); // now waiting on spamd
       const stopping = t.app.stop();
       expect((await c.read(5000)).raw).toMatch(/^250 2\.0\.0 Ok: queued as /);
       expect((await c.read(3000)).code).toBe(421);
       await stopping;
-      const store = openSqliteStore(t.config.storage.data_dir);
-      expect(store.list({}).items.map((m) => m.subject)).toEqual(['stopping']);
-      await store.close();
-      expect(readdirSync(join(t.config.storage.data_dir, 'spool', 'incoming'))).toEqual([]);
+      expect(await storedAfterStop(t)).toEqual(['stopping']);
     } finally {
       spamd.server.close();
       rmSync(t.dir, { recursive: true, force: true });

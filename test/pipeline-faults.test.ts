@@ -3,6 +3,7 @@
  * edits fails (a parse worker dying), the store fails (disk full). Real spool and store; only the
  * failing call is scripted.
  */
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, expect, it, vi } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
@@ -261,6 +262,33 @@ it('recovery commits a message already stored as it is: no second parse into its
   await recovering.close();
   await spool.close();
   expect(await recoveredAtRestart()).toEqual([]); // released
+});
+
+it('recovery of a message whose stored row cannot be read parses it again and releases it, not kept at every start', async () => {
+  const pipeline = pipelineOver({});
+  const msg = await spooled('damaged later');
+  const outcome = await pipeline.process(msg);
+  if (outcome.kind !== 'accept') throw new Error('not accepted');
+  await outcome.afterReply();
+  await pipeline.close();
+  const db = new Database(join(dir, 'data', 'mailwire.db'));
+  db.prepare("UPDATE messages SET event_json = '{broken' WHERE id = ?").run(msg.id);
+  db.close();
+  expect(() => store.get(msg.id)).toThrow(SyntaxError);
+  // Its record once more, as when the release of its spool entry was lost.
+  await spool.close();
+  spool = new Spool(join(dir, 'data'));
+  await spool.init();
+  expect(await spool.recover()).toEqual([]);
+  await spooledRaw('Subject: damaged later\r\n\r\nbody\r\n', msg.id);
+  await spool.close();
+  spool = new Spool(join(dir, 'data'));
+  await spool.init();
+  const recovering = pipelineOver({});
+  expect(await recovering.recover()).toBe(1);
+  await recovering.close();
+  await spool.close();
+  expect(await recoveredAtRestart()).toEqual([]); // released: the writer answered 'duplicate'
 });
 
 it('close() cancels the retries: the message stays in the spool for the next start', async () => {

@@ -226,7 +226,7 @@ export class Pipeline {
         // Stored already (the release of its spool entry was lost): committed again as stored,
         // which only releases it. Parsing it again would write into the stored message's
         // attachment files, and a parse cut short (deadline, full disk) truncates or removes them.
-        const event = this.deps.store.get(msg.id) ?? (await this.#analyse(msg));
+        const event = this.#storedEvent(msg.id) ?? (await this.#analyse(msg));
         await this.commit(event, msg);
       } catch (err) {
         this.deps.logger.error({ err, id: msg.id }, 'recovering a spooled message failed; it stays in the spool');
@@ -234,6 +234,20 @@ export class Pipeline {
     }
     if (pending.length) this.deps.logger.info({ count: pending.length }, 'recovered spooled messages');
     return pending.length;
+  }
+
+  /**
+   * The stored event of this id, or null. A row that cannot be read counts as not stored: the
+   * message is parsed again, and the writer still sees the id and answers 'duplicate', so its
+   * spool entry is released rather than kept at every start (holding back the event-log trim).
+   */
+  #storedEvent(id: string): MailEvent | null {
+    try {
+      return this.deps.store.get(id);
+    } catch (err) {
+      this.deps.logger.warn({ err, id }, 'reading a stored message failed; recovering it from the spool as if new');
+      return null;
+    }
   }
 
   /**

@@ -249,10 +249,7 @@ class Feed implements EventFeed {
       return this.#fail(client, CLOSE.unknownSince, 'unknown_since', `since: the event log has no ${what}`);
     }
     if (from === 'expired') return this.#expired(client);
-    const end = log.lastEventSeq(); // before the query: see the top of this file
-    const page = log.eventsAfter({ seq: from }, PAGE) ?? [];
-    if (from < log.logHorizon()) return this.#expired(client); // after the query: see #replay
-    await this.#replay(client, page, from, end);
+    await this.#replay(client, from);
   }
 
   /** The log seq to replay after, or why there is none. */
@@ -268,14 +265,19 @@ class Feed implements EventFeed {
     this.#fail(client, CLOSE.sinceExpired, 'since_expired', 'since: the event log no longer goes back that far; reload the messages and connect without since');
   }
 
-  /** Sends the log from `page` on, page by page, paced by the client's socket; then live. */
-  async #replay(client: Client, firstPage: LoggedEvent[], from: number, endBeforeFirstPage: number): Promise<void> {
+  /** Sends the log after seq `from`, page by page, paced by the client's socket; then live. */
+  async #replay(client: Client, from: number): Promise<void> {
     const log = this.#o.log;
-    let page = firstPage;
     let cursor = from;
-    let end = endBeforeFirstPage;
     let replayed = 0;
     for (;;) {
+      // The log's end before the query, the horizon after it (see the top of this file).
+      const end = log.lastEventSeq();
+      const page = log.eventsAfter({ seq: cursor }, PAGE) ?? [];
+      // The log was trimmed past this client: entries ahead of it may be gone. Checked after
+      // the query, because the trim runs on the writer thread and can land between two reads:
+      // a trim that the query saw has moved the horizon by now (one transaction does both).
+      if (cursor < log.logHorizon()) return this.#expired(client);
       if (page.length === 0) {
         // Caught up, in the same tick as the query that said so (see the top of this file).
         // Entries up to `end` not returned are received events of deleted messages.
@@ -296,12 +298,6 @@ class Feed implements EventFeed {
       // not hold the event loop; the next query and the live switch stay in one tick.
       await yieldToLoop();
       if (client.state !== 'replaying') return;
-      end = log.lastEventSeq();
-      page = log.eventsAfter({ seq: cursor }, PAGE) ?? [];
-      // The log was trimmed past this client: entries ahead of it may be gone. Checked after
-      // the query, because the trim runs on the writer thread and can land between two reads:
-      // a trim that the query saw has moved the horizon by now (one transaction does both).
-      if (cursor < log.logHorizon()) return this.#expired(client);
     }
   }
 

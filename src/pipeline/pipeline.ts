@@ -23,6 +23,7 @@ import type { MessageOutcome } from '../smtp/listener.js';
 import type { Spool, SpooledMessage } from '../spool/spool.js';
 import type { MessageStore } from '../store/types.js';
 import type { Metrics } from '../metrics/metrics.js';
+import { InFlight } from '../util/in-flight.js';
 import type { RawSource } from '../util/raw-source.js';
 
 export interface PipelineDeps {
@@ -56,7 +57,7 @@ export class Pipeline {
   readonly #seconds;
   readonly #retries = new Set<NodeJS.Timeout>();
   /** Retries whose store commit is running (close() waits for them). */
-  readonly #retrying = new Set<Promise<void>>();
+  readonly #retrying = new InFlight();
   #closed = false;
   get #maxPendingRetries(): number {
     return this.deps.maxPendingRetries ?? MAX_PENDING_RETRIES;
@@ -71,10 +72,11 @@ export class Pipeline {
   async process(msg: SpooledMessage, hooks: HookSession | null = null): Promise<MessageOutcome> {
     const started = performance.now();
     const { config, store } = this.deps;
-    if (this.#retries.size + this.#retrying.size >= this.#maxPendingRetries) {
+    const waiting = this.#retries.size + this.#retrying.size;
+    if (waiting >= this.#maxPendingRetries) {
       this.#outcomes.inc({ result: 'deferred-store', spam: 'skipped' });
       this.deps.logger.warn(
-        { id: msg.id, from: msg.envelope.mailFrom, rcpts: msg.envelope.rcptTo.length, ip: msg.envelope.remoteAddress, size: msg.size, result: 'deferred-store', waiting: this.#retries.size + this.#retrying.size },
+        { id: msg.id, from: msg.envelope.mailFrom, rcpts: msg.envelope.rcptTo.length, ip: msg.envelope.remoteAddress, size: msg.size, result: 'deferred-store', waiting },
         'message',
       );
       return { kind: 'reject', code: 451, enhanced: '4.3.0', message: 'Temporary local problem: the message store is not available, try again later' };
@@ -178,7 +180,7 @@ export class Pipeline {
     this.#closed = true;
     for (const timer of this.#retries) clearTimeout(timer);
     this.#retries.clear();
-    await Promise.all(this.#retrying);
+    await this.#retrying.settled();
   }
 
   async #store(event: MailEvent, msg: SpooledMessage, started: number, retry = false): Promise<void> {
@@ -202,10 +204,7 @@ export class Pipeline {
     logger.error({ err, id: msg.id, attempt, retryInMs: delayMs }, 'storing an accepted message failed; it stays in the spool and is tried again');
     const timer = setTimeout(() => {
       this.#retries.delete(timer);
-      const running: Promise<void> = this.#store(event, msg, started, true)
-        .catch((e: unknown) => this.#retryLater(event, msg, started, e, attempt + 1))
-        .finally(() => this.#retrying.delete(running));
-      this.#retrying.add(running);
+      void this.#retrying.track(this.#store(event, msg, started, true).catch((e: unknown) => this.#retryLater(event, msg, started, e, attempt + 1)));
     }, delayMs);
     timer.unref();
     this.#retries.add(timer);

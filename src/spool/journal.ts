@@ -43,6 +43,7 @@ import { join } from 'node:path';
 import { isMessageId } from '../events/id.js';
 import { DirectorySync, ignoreMissing, writeAll } from '../util/fs.js';
 import { GroupCommit } from '../util/group-commit.js';
+import { InFlight } from '../util/in-flight.js';
 
 /** What a record says about a message (its envelope and so on), and where its bytes are. */
 export interface JournalRecord {
@@ -156,7 +157,7 @@ export class SpoolJournal {
   /** Each live message's file name ─▶ the length of its record's line. */
   readonly #lineBytes = new Map<string, number>();
   /** Records and tombstones submitted and not yet written (see close()). */
-  readonly #unwritten = new Set<Promise<void>>();
+  readonly #unwritten = new InFlight();
   readonly #batches = new GroupCommit<JournalRecord, void>((records) => this.#writeBatch(records), { maxBatch: MAX_BATCH });
 
   constructor(dir: string, options: JournalOptions = {}) {
@@ -229,18 +230,8 @@ export class SpoolJournal {
   /** Resolves once the record is durable. */
   append(record: JournalRecord): Promise<void> {
     if (this.#closing) return Promise.reject(new Error('spool journal is closed'));
-    return this.#track(this.#batches.submit(record));
-  }
-
-  /** close() waits for it: a batch written after close() would open a segment nobody closes. */
-  #track(written: Promise<void>): Promise<void> {
-    const settled = written.then(
-      () => {},
-      () => {},
-    );
-    this.#unwritten.add(settled);
-    void settled.then(() => this.#unwritten.delete(settled));
-    return written;
+    // close() waits for it: a batch written after close() would open a segment nobody closes.
+    return this.#unwritten.track(this.#batches.submit(record));
   }
 
   /**
@@ -257,7 +248,7 @@ export class SpoolJournal {
     if (this.#closed) return Promise.reject(new Error('spool journal is closed'));
     // Once more when the batch failed (that segment is retired; the retry goes into a new one):
     // a tombstone not written lets a crash bring back a message the client was told was refused.
-    return this.#track(this.#batches.submit(tombstone).catch(() => this.#batches.submit(tombstone)));
+    return this.#unwritten.track(this.#batches.submit(tombstone).catch(() => this.#batches.submit(tombstone)));
   }
 
   /**
@@ -292,7 +283,7 @@ export class SpoolJournal {
     this.#closing = true;
     await this.#compacting;
     // Tombstones are still taken while closing (a release racing the stop): wait for those too.
-    while (this.#unwritten.size > 0) await Promise.all(this.#unwritten);
+    await this.#unwritten.settled();
     // From here a tombstone is refused: written after this, it would open a segment nobody closes.
     this.#closed = true;
     if (this.#current) await this.#retire(this.#current);

@@ -29,6 +29,7 @@ import type { RawSource } from '../util/raw-source.js';
 import { CoalescedSync } from './coalesced-sync.js';
 import { parseSpoolFileName, spoolFileName, SpoolJournal, type JournalOptions, type JournalRecord } from './journal.js';
 import { LineEndingScanner } from './line-endings.js';
+import { InFlight } from '../util/in-flight.js';
 
 export interface SpooledMessage {
   id: string;
@@ -203,7 +204,7 @@ export class Spool {
   readonly #incomingSync: CoalescedSync;
   readonly #journal: SpoolJournal;
   /** releaseStored() unlinks still running (close() waits for them). */
-  readonly #unlinking = new Set<Promise<void>>();
+  readonly #unlinking = new InFlight();
 
   constructor(dataDir: string, options: JournalOptions = {}) {
     this.tmpDir = join(dataDir, 'spool', 'tmp');
@@ -231,7 +232,7 @@ export class Spool {
 
   /** Closes the journal's open segment (at shutdown). */
   async close(): Promise<void> {
-    await Promise.all(this.#unlinking);
+    await this.#unlinking.settled();
     await this.#journal.close();
     await this.#incomingDirSync.close();
   }
@@ -324,12 +325,12 @@ export class Spool {
       this.#journal.release(msg.id, msg.file).catch(() => {});
       return;
     }
-    const done: Promise<void> = unlink(msg.raw.path)
-      .catch(ignoreMissing)
-      .then(() => this.#journal.forget(msg.file))
-      .catch(() => {})
-      .finally(() => this.#unlinking.delete(done));
-    this.#unlinking.add(done);
+    void this.#unlinking.track(
+      unlink(msg.raw.path)
+        .catch(ignoreMissing)
+        .then(() => this.#journal.forget(msg.file))
+        .catch(() => {}),
+    );
   }
 
   /**

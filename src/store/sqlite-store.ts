@@ -31,6 +31,7 @@ import { DirectorySync } from '../util/fs.js';
 import type { RawSource } from '../util/raw-source.js';
 import { fsyncIfExists, linkOrCopy } from './files.js';
 import { GroupCommit, type ItemOutcome } from '../util/group-commit.js';
+import { InFlight } from '../util/in-flight.js';
 import { migrate, SCHEMA_VERSION } from './schema.js';
 import { errorFrom, type InsertBatchResult, type InsertItem } from './writer.js';
 import { StoreWriterThread } from './writer-thread.js';
@@ -149,7 +150,7 @@ class SqliteStore implements SqliteMessageStore {
   /** Every write goes through it (writer.ts): this connection only reads. */
   readonly #writer: StoreWriterThread;
   /** Commits in progress: close() lets them finish. */
-  readonly #commits = new Set<Promise<CommitResult>>();
+  readonly #commits = new InFlight();
   #closing: Promise<void> | null = null;
   readonly #listStatements = new Map<string, Database.Statement<Record<string, unknown>, SummaryRow>>();
 
@@ -265,11 +266,7 @@ class SqliteStore implements SqliteMessageStore {
 
   commit(event: MailEvent, raw: RawSource): Promise<CommitResult> {
     if (this.#closing) return Promise.reject(new Error('the store is closed'));
-    const running = this.#commit(event, raw);
-    this.#commits.add(running);
-    const forget = () => void this.#commits.delete(running);
-    running.then(forget, forget);
-    return running;
+    return this.#commits.track(this.#commit(event, raw));
   }
 
   async #commit(event: MailEvent, raw: RawSource): Promise<CommitResult> {
@@ -527,7 +524,7 @@ class SqliteStore implements SqliteMessageStore {
 
   async #close(): Promise<void> {
     try {
-      await Promise.allSettled([...this.#commits]);
+      await this.#commits.settled();
       await this.#writer.close();
     } finally {
       if (this.#db.open) this.#db.close();

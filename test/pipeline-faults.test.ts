@@ -211,6 +211,24 @@ it('while the store fails and its retries are full, new mail gets 451 4.3.0; onc
   await pipeline.close();
 });
 
+it('messages already past the backpressure check when the limit is reached are retried too: stored once the store works, without a restart', async () => {
+  const { pipeline, published, heal } = pipelineWithFailingStore(Infinity, 0, false, 1);
+  const inFlight = [await spooled('first'), await spooled('second')];
+  // Both pass the check before either commit fails (two SMTP connections at once)...
+  const outcomes = await Promise.all(inFlight.map((msg) => pipeline.process(msg)));
+  // ...and both were answered 250, so both must be stored; the second fails past the limit.
+  for (const outcome of outcomes) {
+    if (outcome.kind !== 'accept') throw new Error('not accepted');
+    await outcome.afterReply();
+  }
+  heal();
+  await vi.waitFor(() => expect(published.map((e) => e.id).sort()).toEqual(inFlight.map((m) => m.id).sort()), { timeout: 5000 });
+  expect(inFlight.map((m) => store.get(m.id)?.subject)).toEqual(['first', 'second']);
+  await pipeline.close();
+  await spool.close();
+  expect(await recoveredAtRestart()).toEqual([]);
+});
+
 it('recovery commits a message already stored as it is: no second parse into its attachment files', async () => {
   const raw = [
     'Subject: with attachment',

@@ -47,8 +47,11 @@ const RETRY_MAX_MS = 60_000;
  * Messages waiting to be stored again, each holding its event (and bytes, up to 64 KiB) in
  * memory. Once this many wait, new mail is deferred (451) until the store takes them: the
  * clients keep it meanwhile, so a long store outage grows neither this memory nor the spool
- * (which the next start would read whole). A message failing past it (one in flight when the
- * limit was reached) is left in the spool for the next start.
+ * (which the next start would read whole). The messages already past that check when the limit
+ * was reached (at most one per SMTP connection) are answered 250 and retried all the same, so
+ * that they too are stored once the store works again, without a restart. Only recovery at
+ * start, which has no client to defer, leaves a message past the limit in the spool for the
+ * next start.
  */
 const MAX_PENDING_RETRIES = 1000;
 
@@ -88,7 +91,7 @@ export class Pipeline {
       return { kind: 'reject', code: 550, enhanced: '5.7.1', message: 'Message rejected as spam' };
     }
     if (hooks) return this.#endOfMessage(msg, event, hooks, started);
-    return { kind: 'accept', afterReply: () => this.commit(event, msg, started) };
+    return { kind: 'accept', afterReply: () => this.#commitAnswered(event, msg, started) };
   }
 
   /**
@@ -131,7 +134,7 @@ export class Pipeline {
         return { kind: 'reject', code: 451, enhanced: '4.3.0', message: 'Temporary local problem, try again later' };
       }
     }
-    return { kind: 'accept', disconnect: result.disconnect, afterReply: () => this.commit(final, stored, started) };
+    return { kind: 'accept', disconnect: result.disconnect, afterReply: () => this.#commitAnswered(final, stored, started) };
   }
 
   /** Writes the edited message as a new spool entry (same id), committed before the reply. */
@@ -160,15 +163,16 @@ export class Pipeline {
   }
 
   /**
-   * Stores the event, publishes it, then releases the spool entry (in that order: see DESIGN.md).
-   * When the store fails (disk full, I/O error), the message stays in the spool and storing it is
-   * tried again with a growing wait, so it arrives once the store works again, without a restart.
+   * After the 250: stores the event, publishes it, then releases the spool entry (in that order:
+   * see DESIGN.md). When the store fails (disk full, I/O error), the message stays in the spool
+   * and storing it is tried again with a growing wait, so it arrives once the store works again,
+   * without a restart.
    */
-  async commit(event: MailEvent, msg: SpooledMessage, started = performance.now()): Promise<void> {
+  async #commitAnswered(event: MailEvent, msg: SpooledMessage, started: number): Promise<void> {
     try {
       await this.#store(event, msg, started);
     } catch (err) {
-      this.#retryLater(event, msg, started, err, 1);
+      this.#retryLater(event, msg, started, err, 1, 'always');
     }
   }
 
@@ -194,9 +198,10 @@ export class Pipeline {
     this.#logOutcome(event, result === 'inserted' ? 'accepted' : 'duplicate', started);
   }
 
-  #retryLater(event: MailEvent, msg: SpooledMessage, started: number, err: unknown, attempt: number): void {
+  /** `bounded`: left in the spool instead once maxPendingRetries wait (see MAX_PENDING_RETRIES). */
+  #retryLater(event: MailEvent, msg: SpooledMessage, started: number, err: unknown, attempt: number, limit: 'always' | 'bounded'): void {
     const { logger } = this.deps;
-    if (this.#closed || this.#retries.size >= this.#maxPendingRetries) {
+    if (this.#closed || (limit === 'bounded' && this.#retries.size >= this.#maxPendingRetries)) {
       logger.error({ err, id: msg.id }, 'storing an accepted message failed; it stays in the spool until the next start');
       return;
     }
@@ -204,7 +209,7 @@ export class Pipeline {
     logger.error({ err, id: msg.id, attempt, retryInMs: delayMs }, 'storing an accepted message failed; it stays in the spool and is tried again');
     const timer = setTimeout(() => {
       this.#retries.delete(timer);
-      void this.#retrying.track(this.#store(event, msg, started, true).catch((e: unknown) => this.#retryLater(event, msg, started, e, attempt + 1)));
+      void this.#retrying.track(this.#store(event, msg, started, true).catch((e: unknown) => this.#retryLater(event, msg, started, e, attempt + 1, limit)));
     }, delayMs);
     timer.unref();
     this.#retries.add(timer);
@@ -225,8 +230,9 @@ export class Pipeline {
         // Stored already (the release of its spool entry was lost): committed again as stored,
         // which only releases it. Parsing it again would write into the stored message's
         // attachment files, and a parse cut short (deadline, full disk) truncates or removes them.
+        const started = performance.now();
         const event = this.#storedEvent(msg.id) ?? (await this.#analyse(msg));
-        await this.commit(event, msg);
+        await this.#store(event, msg, started).catch((err: unknown) => this.#retryLater(event, msg, started, err, 1, 'bounded'));
       } catch (err) {
         this.deps.logger.error({ err, id: msg.id }, 'recovering a spooled message failed; it stays in the spool');
       }

@@ -17,6 +17,7 @@ import { runServer } from './main.js';
 import { hashPassword, PASSWORD_SCHEMES, type PasswordScheme } from './auth/ssha.js';
 import { PasswordInputError, readPassword } from './auth/read-password.js';
 import { createRouting } from './routing/routing.js';
+import { HookRegistry } from './hooks/registry.js';
 import { SetupError, setupConfigDir } from './routing/setup.js';
 import { hostname } from 'node:os';
 
@@ -43,10 +44,13 @@ async function cli(argv: string[]): Promise<number> {
       case 'start':
         return await runServer(configDir);
       case 'check-config': {
-        loadConfig(configDir);
+        const config = loadConfig(configDir);
         // Tables are checked too: a broken table stops the start the same way.
         new WatchedTable(configDir, 'domains', domainsSchema, EMPTY_DOMAINS, silentLogger());
         createRouting(configDir, silentLogger(), { hostname: hostname(), watch: false }).close();
+        // And the hooks, loaded as the start loads them (their top-level code runs): a missing
+        // file, a syntax error or a missing handler stops the start the same way.
+        await new HookRegistry(config.hooks, config.configDir, silentLogger()).load();
         console.log(`configuration in ${configDir} is valid`);
         return 0;
       }

@@ -112,6 +112,25 @@ describe('check-config and the Haineko tables', () => {
     expect(r.stderr).toContain(`${join(dir, 'password')}: neko: user "neko": not a {SSHA}`);
   });
 
+  it('names a hook file that is missing or does not load, as the start would', async () => {
+    const dir = join(root, 'hooks');
+    mkdirSync(join(dir, 'hooks'), { recursive: true });
+    writeFileSync(join(dir, 'mailwire.yml'), 'hooks: { phases: { mail: [gone.ts] } }\n');
+    const missing = await mailwire(['check-config', '--config-dir', dir]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr.trim()).toBe(`mailwire: hooks.phases.mail[0]: hook file not found: ${join(dir, 'hooks', 'gone.ts')}`);
+
+    writeFileSync(join(dir, 'hooks', 'gone.ts'), 'export default { rcpt() {} };\n');
+    const unfit = await mailwire(['check-config', '--config-dir', dir]);
+    expect(unfit.code).toBe(1);
+    expect(unfit.stderr.trim()).toBe(`mailwire: hooks.phases.mail[0]: ${join(dir, 'hooks', 'gone.ts')}: listed under mail but has no mail() handler`);
+
+    writeFileSync(join(dir, 'hooks', 'gone.ts'), 'export default { mail() {} };\n');
+    const fixed = await mailwire(['check-config', '--config-dir', dir]);
+    expect(fixed.stderr).toBe('');
+    expect(fixed.code).toBe(0);
+  });
+
   it('names a misspelt key in a table', async () => {
     const dir = join(root, 'misspelt');
     mkdirSync(dir);

@@ -77,12 +77,13 @@ describe('hook reload', () => {
 describe('hook configuration errors at start', () => {
   const dir = mkdtempSync(join(tmpdir(), 'mailwire-hookcfg-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  const load = async (phases: Record<string, unknown>, files: Record<string, string> = {}) => {
+  const registryFor = (phases: Record<string, unknown>, files: Record<string, string> = {}, loadTimeoutMs?: number) => {
     mkdirSync(join(dir, 'hooks'), { recursive: true });
     for (const [f, s] of Object.entries(files)) writeFileSync(join(dir, 'hooks', f), s);
     const config = validateConfig({ hooks: { phases } }, dir);
-    await new HookRegistry(config.hooks, config.configDir, silentLogger()).load();
+    return new HookRegistry(config.hooks, config.configDir, silentLogger(), loadTimeoutMs);
   };
+  const load = async (phases: Record<string, unknown>, files: Record<string, string> = {}) => registryFor(phases, files).load();
 
   it('an unknown phase names the key', async () => {
     await expect(load({ helo: [], mailfrom: ['x.ts'] })).rejects.toThrow('unknown key hooks.phases.mailfrom');
@@ -95,5 +96,26 @@ describe('hook configuration errors at start', () => {
     await expect(load({ eom: ['ok.ts', 'b.ts'] }, { 'ok.ts': 'export default { eom() {} };', 'b.ts': 'export default {\n  eom( {\n};' })).rejects.toThrow(
       new RegExp(`hooks\\.phases\\.eom\\[1\\]: ${join(dir, 'hooks', 'b.ts').replace(/[.]/g, '\\.')}:3: `),
     );
+  });
+
+  it('a module whose top-level await never settles stops the start naming the key; at a reload it fails alone and later reloads go on', async () => {
+    const hang = 'await new Promise(() => {});\nexport default { mail() {} };\n';
+    const started = Date.now();
+    await expect(registryFor({ mail: ['hang.mjs'] }, { 'hang.mjs': hang }, 300).load()).rejects.toThrow(
+      `hooks.phases.mail[0]: ${join(dir, 'hooks', 'hang.mjs')}: did not finish loading within 300 ms (a top-level await that never settles?)`,
+    );
+    expect(Date.now() - started).toBeLessThan(5000);
+
+    const registry = registryFor({ mail: ['later.mjs'] }, { 'later.mjs': "export default { name: 'v1', mail() {} };\n" }, 300);
+    await registry.load();
+    const nameNow = () => registry.current.byPhase.get('mail')?.[0]?.hook.name;
+    writeFileSync(join(dir, 'hooks', 'later.mjs'), hang);
+    await registry.reload('later.mjs');
+    expect(registry.current.byPhase.get('mail')?.[0]?.broken?.reason).toBe('did not finish loading within 300 ms (a top-level await that never settles?)');
+    expect(nameNow()).toBe('v1'); // the last good version is kept
+    writeFileSync(join(dir, 'hooks', 'later.mjs'), "export default { name: 'v2', mail() {} };\n");
+    await registry.reload('later.mjs');
+    expect(nameNow()).toBe('v2');
+    expect(registry.current.byPhase.get('mail')?.[0]?.broken).toBeNull();
   });
 });

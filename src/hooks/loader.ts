@@ -47,17 +47,33 @@ function tsxApi(): NamespacedUnregister {
 }
 
 /**
+ * How long one hook file may take to load: compile and evaluate, top-level awaits included. A
+ * module awaiting something that never settles would otherwise hang the start (which then ended
+ * with exit code 0 and nothing said, once nothing else kept the event loop alive) or, at a
+ * reload, every later reload, queued behind it. Compiling a file takes well under a second.
+ */
+export const HOOK_LOAD_TIMEOUT_MS = 10_000;
+
+/**
  * Imports a hook file and checks its shape. `phases` are the phases the config lists it under;
  * a module without a handler for one of them is an error (a typo in a handler name must not be a
  * silent no-op, especially for access control).
  */
-export async function loadHookFile(absPath: string, file: string, phases: readonly Phase[]): Promise<LoadedHook> {
+export async function loadHookFile(absPath: string, file: string, phases: readonly Phase[], timeoutMs = HOOK_LOAD_TIMEOUT_MS): Promise<LoadedHook> {
   let mod: Record<string, unknown>;
+  let timer: NodeJS.Timeout | undefined;
   try {
     const url = `${pathToFileURL(absPath).href}?v=${++version}`;
-    mod = (await tsxApi().import(url, import.meta.url)) as Record<string, unknown>;
+    // The import itself cannot be cancelled: a module that never settles stays pending, unused.
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new HookLoadError(file, null, `did not finish loading within ${timeoutMs} ms (a top-level await that never settles?)`)), timeoutMs);
+    });
+    mod = (await Promise.race([tsxApi().import(url, import.meta.url), deadline])) as Record<string, unknown>;
   } catch (err) {
+    if (err instanceof HookLoadError) throw err;
     throw describeError(absPath, file, err);
+  } finally {
+    clearTimeout(timer);
   }
   return shape(file, unwrapDefault(mod), phases);
 }

@@ -12,7 +12,7 @@ import type { HooksConfig } from '../config/sections/hooks.js';
 import { ConfigError } from '../config/load.js';
 import type { Logger } from '../log/logger.js';
 import { PHASES, type Phase } from './api.js';
-import { HookLoadError, loadHookFile, type LoadedHook } from './loader.js';
+import { HOOK_LOAD_TIMEOUT_MS, HookLoadError, loadHookFile, type LoadedHook } from './loader.js';
 
 // Editors save in several steps (truncate, write, rename): wait for the burst to end (as tables do).
 const RELOAD_DEBOUNCE_MS = 100;
@@ -46,6 +46,8 @@ export class HookRegistry {
     private readonly config: HooksConfig,
     configDir: string,
     private readonly logger: Logger,
+    /** For tests: the load deadline of each file (see HOOK_LOAD_TIMEOUT_MS). */
+    private readonly loadTimeoutMs = HOOK_LOAD_TIMEOUT_MS,
   ) {
     this.dir = resolve(configDir, config.dir);
     for (const phase of PHASES) {
@@ -74,7 +76,7 @@ export class HookRegistry {
       if (!abs) throw new ConfigError(`${key}: ${file} is outside the hooks directory ${this.dir}`);
       if (!existsSync(abs)) throw new ConfigError(`${key}: hook file not found: ${abs}`);
       try {
-        this.#entries.set(file, { file, hook: await loadHookFile(abs, file, phases), broken: null });
+        this.#entries.set(file, { file, hook: await loadHookFile(abs, file, phases, this.loadTimeoutMs), broken: null });
       } catch (err) {
         if (err instanceof HookLoadError) throw new ConfigError(`${key}: ${join(this.dir, err.file)}${err.line !== null ? `:${err.line}` : ''}: ${err.reason}`);
         throw err;
@@ -136,7 +138,7 @@ export class HookRegistry {
     if (!entry || !info) return;
     let error: HookLoadError | null = null;
     try {
-      const hook = await loadHookFile(this.#resolve(file)!, file, info.phases);
+      const hook = await loadHookFile(this.#resolve(file)!, file, info.phases, this.loadTimeoutMs);
       this.#entries.set(file, { file, hook, broken: null });
       this.logger.info({ hook: file, name: hook.name }, 'hook reloaded');
     } catch (err) {

@@ -338,6 +338,29 @@ describe('SMTP with a domains table and tight limits', () => {
     await waitForSlot(t.smtpPort);
   });
 
+  it('frees the slot of a connection that used STARTTLS when it closes: more STARTTLS sessions in turn than the per-address limit are all greeted', async () => {
+    // smtp-server's STARTTLS removes every listener from the plain socket; the slot used to be
+    // freed by one of them, so each STARTTLS session kept its slot until the restart.
+    for (let i = 1; i <= 3 + 2; i++) {
+      await waitForSlot(t.smtpPort);
+      const c = await RawSmtp.connect(t.smtpPort);
+      expect((await c.read()).raw, `session ${i}`).toMatch(/^220 /);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      expect((await c.command('STARTTLS')).code).toBe(220);
+      await c.startTls();
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      expect((await c.command('QUIT')).code).toBe(221);
+      expect(await c.waitClosed()).toBe(true);
+    }
+    // And the three slots are all free again at once.
+    await waitFor(async () => {
+      const open = await Promise.all([1, 2, 3].map(() => RawSmtp.connect(t.smtpPort)));
+      const greetings = await Promise.all(open.map((c) => c.read()));
+      open.forEach((c) => c.close());
+      return greetings.every((g) => g.code === 220);
+    });
+  });
+
   it('enforces an absolute DATA deadline against a trickling client', async () => {
     const c = await session();
     await c.command('MAIL FROM:<ok@client.test>');

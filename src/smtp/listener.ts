@@ -108,6 +108,8 @@ export class SmtpListener {
   #servers: SMTPServer[] = [];
   #connections = new Map<string, ConnectionState>(); // by session id
   #admission: ConnectionAdmission;
+  /** Each admitted raw socket's admission slot release (see #admit). */
+  readonly #slotReleases = new WeakMap<Socket, () => void>();
   #trusted: TrustedClients;
   #resolver: CachingReverseResolver;
   #addresses: SmtpAddresses | null = null;
@@ -255,7 +257,18 @@ export class SmtpListener {
     if (this.#stopping) return '421 4.3.2 Service shutting down, try again later';
     const admission = this.#admission.admit(socket.remoteAddress ?? '');
     if (admission.kind === 'refuse') return admission.reply;
-    socket.once('close', () => this.#admission.release(admission.key));
+    // Released once, by whichever comes first: smtp-server's onClose for the session, which
+    // follows the connection through STARTTLS, or the raw socket's 'close'. The latter alone is
+    // not enough: STARTTLS removes every listener from the raw socket (smtp-server's upgrade()),
+    // so each STARTTLS session used to keep its slot until the restart.
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.#admission.release(admission.key);
+    };
+    socket.once('close', release);
+    this.#slotReleases.set(socket, release);
     return null;
   }
 
@@ -477,6 +490,7 @@ export class SmtpListener {
   #onClose(session: SMTPServerSession): void {
     const state = this.#connections.get(session.id);
     if (!state) return;
+    this.#slotReleases.get(state.handle.socket)?.();
     if (state.deadline) clearTimeout(state.deadline);
     // The client went away mid-DATA: nothing was answered, nothing is kept. A message already
     // being processed or stored carries on (it may have been answered 250).

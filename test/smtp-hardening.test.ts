@@ -62,6 +62,59 @@ describe('bare CR or LF in commands', () => {
     expect(await c.waitClosed()).toBe(true);
   });
 
+  it('checks commands pipelined after the final dot in the same chunk as the message', async () => {
+    const c = await greeted(t);
+    await c.command('EHLO x.test');
+    await c.command('MAIL FROM:<a@x.test>');
+    await c.command('RCPT TO:<b@example.test>');
+    expect((await c.command('DATA')).code).toBe(354);
+    c.write('Subject: clean message\r\n\r\nbody\r\n.\r\nMAIL FROM:<a@x.test>\nRCPT TO:<b@example.test>\n');
+    const replies: string[] = [];
+    try {
+      for (;;) replies.push((await c.read(3000)).raw);
+    } catch {
+      // closed
+    }
+    expect(replies).toEqual(['500 5.5.2 Bare CR or LF in a command is not allowed (RFC 5321 2.3.8)\r\n']);
+    expect(c.closed).toBe(true);
+    expect(await count(t)).toBe(0);
+  });
+
+  it('finds the final dot split across chunks, and a message of no lines', async () => {
+    const c = await greeted(t);
+    await c.command('EHLO x.test');
+    await c.command('MAIL FROM:<a@x.test>');
+    await c.command('RCPT TO:<b@example.test>');
+    expect((await c.command('DATA')).code).toBe(354);
+    c.write('Subject: split\r\n\r\nbody\r\n.');
+    await new Promise((r) => setTimeout(r, 50));
+    c.write('\r\nMAIL FROM:<a@x.test>\n');
+    expect((await c.read(3000)).raw).toBe('500 5.5.2 Bare CR or LF in a command is not allowed (RFC 5321 2.3.8)\r\n');
+    expect(await c.waitClosed()).toBe(true);
+
+    const empty = await greeted(t);
+    await empty.command('EHLO x.test');
+    await empty.command('MAIL FROM:<a@x.test>');
+    await empty.command('RCPT TO:<b@example.test>');
+    expect((await empty.command('DATA')).code).toBe(354);
+    empty.write('.\r\nRSET\n');
+    expect((await empty.read(3000)).raw).toBe('500 5.5.2 Bare CR or LF in a command is not allowed (RFC 5321 2.3.8)\r\n');
+    expect(await empty.waitClosed()).toBe(true);
+    expect(await count(t)).toBe(0);
+  });
+
+  it('keeps checking after a STARTTLS that is refused (a second one inside TLS)', async () => {
+    const c = await greeted(t);
+    await c.command('EHLO x.test');
+    expect((await c.command('STARTTLS')).code).toBe(220);
+    await c.startTls();
+    await c.command('EHLO x.test');
+    expect((await c.command('STARTTLS')).code).toBe(503);
+    c.write('MAIL FROM:<a@x.test>\nRCPT TO:<b@example.test>\n');
+    expect((await c.read(3000)).raw).toBe('500 5.5.2 Bare CR or LF in a command is not allowed (RFC 5321 2.3.8)\r\n');
+    expect(await c.waitClosed()).toBe(true);
+  });
+
   it('still accepts a clean session afterwards', async () => {
     const c = await greeted(t);
     expect((await c.command('EHLO x.test')).code).toBe(250);

@@ -10,10 +10,17 @@ import { LineEndingScanner } from '../spool/line-endings.js';
 
 export const BARE_NEWLINE_REPLY = '500 5.5.2 Bare CR or LF in a command is not allowed (RFC 5321 2.3.8)';
 
+/** The end of DATA as smtp-server reads it: a line holding one dot. */
+const END_OF_DATA = Buffer.from('\r\n.\r\n');
+/** The first byte of a TLS handshake record (a ClientHello). */
+const TLS_HANDSHAKE = 0x16;
+
 export class CommandGuard {
   #scanner = new LineEndingScanner();
   #dataMode = false;
-  #stopped = false;
+  /** The last bytes of DATA seen, for an end-of-data line split across chunks. */
+  #dataTail = Buffer.alloc(0);
+  #afterStartTls = false;
   #pending = '';
   tainted = false;
 
@@ -21,7 +28,22 @@ export class CommandGuard {
 
   /** Feeds bytes the client sent (plain socket, or the TLS socket after STARTTLS). */
   inspect(chunk: Buffer): void {
-    if (this.#stopped || this.tainted || this.#dataMode) return;
+    if (this.tainted) return;
+    if (this.#dataMode) {
+      // DATA content is the spool's to check, but commands pipelined after the final dot in the
+      // same chunk (legal with PIPELINING) are commands: they are scanned from there on.
+      const end = this.#endOfData(chunk);
+      if (end === -1) return;
+      this.#leaveDataMode();
+      chunk = chunk.subarray(end);
+    }
+    if (this.#afterStartTls) {
+      // After an accepted STARTTLS smtp-server takes the plain socket off this listener, so
+      // what still arrives here is the handshake only if its internals changed: skipped. Any
+      // other bytes mean the STARTTLS was refused (503 inside TLS, 454): commands again.
+      if (chunk[0] === TLS_HANDSHAKE) return;
+      this.#afterStartTls = false;
+    }
     this.#scanner.scan(chunk, false);
     if (this.#scanner.bare) {
       this.tainted = true;
@@ -31,17 +53,45 @@ export class CommandGuard {
     this.#watchForStartTls(chunk);
   }
 
-  /** DATA content is checked by the spool; the listener switches the guard off meanwhile. */
+  /**
+   * The listener switches data mode on when smtp-server starts a message (after its 354) and
+   * off at the message stream's end; the guard itself leaves it at the end-of-data line.
+   */
   setDataMode(on: boolean): void {
-    this.#dataMode = on;
+    if (!on) {
+      if (this.#dataMode) this.#leaveDataMode();
+      return;
+    }
+    this.#dataMode = true;
+    // The DATA command's own CRLF: a message of no lines ends with ".\r\n" right away.
+    this.#dataTail = Buffer.from('\r\n');
+  }
+
+  /** After STARTTLS, on the TLS socket: a fresh start (nothing before the handshake counts). */
+  resumeOnTls(): void {
+    this.#afterStartTls = false;
+    this.#pending = '';
     this.#scanner = new LineEndingScanner();
   }
 
-  /** After STARTTLS the plain socket carries the handshake: stop reading it until resumed on the TLS socket. */
-  resumeOnTls(): void {
-    this.#stopped = false;
+  #leaveDataMode(): void {
+    this.#dataMode = false;
+    this.#dataTail = Buffer.alloc(0);
     this.#pending = '';
     this.#scanner = new LineEndingScanner();
+  }
+
+  /** The offset in chunk just past the end-of-data line, or -1 (the chunk is all message data). */
+  #endOfData(chunk: Buffer): number {
+    const n = END_OF_DATA.length;
+    // A terminator split across chunks lies within the last n-1 bytes before and the first n-1 here.
+    const seam = Buffer.concat([this.#dataTail, chunk.subarray(0, n - 1)]);
+    const inSeam = seam.indexOf(END_OF_DATA);
+    if (inSeam !== -1) return inSeam + n - this.#dataTail.length;
+    const inChunk = chunk.indexOf(END_OF_DATA);
+    if (inChunk !== -1) return inChunk + n;
+    this.#dataTail = Buffer.from(chunk.length >= n - 1 ? chunk.subarray(chunk.length - (n - 1)) : Buffer.concat([this.#dataTail, chunk]).subarray(-(n - 1)));
+    return -1;
   }
 
   #watchForStartTls(chunk: Buffer): void {
@@ -50,6 +100,6 @@ export class CommandGuard {
     const text = this.#pending + chunk.toString('latin1');
     const lines = text.split('\r\n');
     this.#pending = (lines.pop() ?? '').slice(-64);
-    if (lines.some((l) => /^\s*STARTTLS\s*$/i.test(l))) this.#stopped = true;
+    if (lines.some((l) => /^\s*STARTTLS\s*$/i.test(l))) this.#afterStartTls = true;
   }
 }

@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import * as fsp from 'node:fs/promises';
-import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
@@ -640,6 +640,52 @@ describe('Spool.commit', () => {
     expect(readdirSync(spool.incomingDir)).toEqual([]);
     await spool.discard(writer.id);
     expect(readdirSync(spool.tmpDir)).toEqual([]);
+  });
+});
+
+describe('SpoolWriter destroyed mid-message', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mailwire-spool-writer-'));
+  });
+  afterEach(() => {
+    vi.mocked(fsp.open).mockClear();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The descriptors of this process open on `path` (deleted or not). */
+  function handlesOn(path: string): string[] {
+    return readdirSync('/proc/self/fd')
+      .map((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`);
+        } catch {
+          return '';
+        }
+      })
+      .filter((target) => target.startsWith(path));
+  }
+
+  it('while its file is being created (a client gone as the message passes 64 KiB): the file is closed and removed', async () => {
+    const spool = new Spool(dir);
+    await spool.init();
+    const actual = await vi.importActual<typeof import('node:fs/promises')>('node:fs/promises');
+    let letOpen!: () => void;
+    const gate = new Promise<void>((r) => (letOpen = r));
+    vi.mocked(fsp.open).mockImplementationOnce(async (...args: Parameters<typeof actual.open>) => {
+      await gate;
+      return actual.open(...args);
+    });
+    const writer = spool.writer(newMessageId(), { maxSize: 1 << 20, bareNewline: 'reject' });
+    await tick();
+    writer.write(Buffer.alloc(INLINE_MAX + 1, 0x61)); // past the in-memory limit: the file is opened
+    expect(vi.mocked(fsp.open).mock.calls.map((c) => c[0])).toEqual([writer.tmpPath]);
+    writer.destroy();
+    letOpen();
+    await once(writer, 'close');
+    expect(handlesOn(writer.tmpPath)).toEqual([]);
+    expect(readdirSync(spool.tmpDir)).toEqual([]);
+    await spool.close();
   });
 });
 

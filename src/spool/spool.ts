@@ -84,6 +84,8 @@ const WRITE_BATCH_BYTES = 64 * 1024;
  */
 export class SpoolWriter extends Writable {
   #fh: FileHandle | null = null;
+  /** The file's open, while it runs (a destroy meanwhile must close what it returns). */
+  #opening: Promise<FileHandle> | null = null;
   #hash: Hash = createHash('sha256');
   #size = 0;
   #clientBytes = 0;
@@ -158,6 +160,18 @@ export class SpoolWriter extends Writable {
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     const fh = this.#fh;
     this.#fh = null;
+    if (!fh && this.#opening) {
+      // Destroyed (the client went away, a deadline) while the file was being created: the
+      // message never finished, so the file is closed and removed once the open returns (the
+      // caller's discard may have run before the file existed).
+      const opening = this.#opening;
+      opening
+        .then((late) => late.close())
+        .then(() => unlink(this.tmpPath))
+        .catch(() => {})
+        .then(() => callback(err));
+      return;
+    }
     if (!fh) return callback(err);
     // Streams destroy themselves right after 'finish': let a running sync end before the close.
     const synced = this.#synced ?? Promise.resolve();
@@ -177,7 +191,16 @@ export class SpoolWriter extends Writable {
   }
 
   async #flush(): Promise<void> {
-    this.#fh ??= await open(this.tmpPath, 'wx', 0o600);
+    if (!this.#fh) {
+      this.#opening = open(this.tmpPath, 'wx', 0o600);
+      const fh = await this.#opening;
+      this.#opening = null;
+      if (this.destroyed) {
+        // _destroy ran while the open was in flight: it closes this handle.
+        throw new Error('spool writer destroyed');
+      }
+      this.#fh = fh;
+    }
     const buffers = this.#pending;
     this.#pending = [];
     this.#pendingBytes = 0;

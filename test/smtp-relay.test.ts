@@ -228,10 +228,17 @@ describe('relaying over SMTP for a client outside relayhosts', () => {
     c.close();
   });
 
-  it('offers no AUTH before STARTTLS (538 5.7.11)', async () => {
-    const c = await open(t.smtpPort);
-    const reply = await c.command(`AUTH PLAIN ${plain('relayer', PASSWORD)}`);
-    expect(reply.code).toBe(538);
+  it('offers no AUTH before STARTTLS (538 5.7.11), and offers it once TLS is on', async () => {
+    const c = await RawSmtp.connect(t.smtpPort);
+    expect((await c.read()).code).toBe(220);
+    const plainEhlo = await c.command('EHLO client.test');
+    expect(plainEhlo.lines.some((l) => /^250[- ]AUTH\b/.test(l))).toBe(false);
+    expect(plainEhlo.lines).toContain('250-STARTTLS');
+    expect((await c.command(`AUTH PLAIN ${plain('relayer', PASSWORD)}`)).raw).toBe('538 5.7.11 Encryption required for requested authentication mechanism\r\n');
+    expect((await c.command('STARTTLS')).code).toBe(220);
+    await c.startTls();
+    const tlsEhlo = await c.command('EHLO client.test');
+    expect(tlsEhlo.lines).toContain('250-AUTH PLAIN LOGIN');
     c.close();
   });
 

@@ -8,7 +8,9 @@
  *    wrapping it lets connection limits refuse a socket before any session work starts.
  * 2. Exact enhanced status codes. smtp-server derives the enhanced code from the reply code
  *    (550 is always 5.1.1, 554 is 5.6.0), but mail policy needs 550 5.7.1, 554 5.7.1, 452 4.5.3.
- *    A reply text that already starts with an enhanced code is sent without a derived one.
+ *    A reply text that already starts with an enhanced code is sent without a derived one. The
+ *    library's own 538 (AUTH before STARTTLS) becomes RFC 4954's 538 5.7.11, and with
+ *    hideAuthBeforeTls its EHLO lists AUTH only once TLS is on (Postfix's smtpd_tls_auth_only).
  * 3. postscreen-style early-talker test. smtp-server holds every new connection 100 ms before
  *    its greeting to catch clients that talk first. A client that passed once is remembered
  *    (TrustedClients) and greeted at once on later connections.
@@ -72,6 +74,7 @@ interface InternalConnection {
   _upgrading?: boolean;
   _ready?: boolean;
   _nextHandler?: unknown;
+  secure?: boolean;
   hostNameAppearsAs?: string | false;
   session?: { envelope?: { rcptTo?: unknown[] } };
 }
@@ -88,6 +91,8 @@ export interface ConnectionControlOptions {
   fastTrack(remoteAddress: string): boolean;
   /** Called for every admitted connection, before the greeting, with the raw socket. */
   onConnection(conn: ConnectionHandle, fastTracked: boolean): void;
+  /** AUTH needs TLS here: EHLO does not offer it on a connection without TLS. */
+  hideAuthBeforeTls: boolean;
   logger: Logger;
 }
 
@@ -119,7 +124,7 @@ export function installConnectionControl(server: SMTPServer, options: Connection
     let conn: InternalConnection | undefined;
     if (before) for (const c of internal.connections) if (!before.has(c)) conn = c;
     if (!conn || typeof conn.send !== 'function' || typeof conn.close !== 'function') warnOnce('connections');
-    else patchSend(conn);
+    else patchSend(conn, options.hideAuthBeforeTls);
 
     let fast = false;
     if (conn && typeof conn.connectionReady === 'function') {
@@ -191,10 +196,15 @@ function handleFor(socket: Socket, conn: InternalConnection | undefined): Connec
   };
 }
 
-function patchSend(conn: InternalConnection): void {
+function patchSend(conn: InternalConnection, hideAuthBeforeTls: boolean): void {
   const send = conn.send.bind(conn);
   conn.send = (code: number, data: unknown, context?: unknown) => {
     if (typeof data === 'string' && ENHANCED_PREFIX.test(data)) return send(code, data, false);
+    if (code === 538) return send(538, '5.7.11 Encryption required for requested authentication mechanism', false);
+    // The EHLO reply: its greeting line, then one line per extension.
+    if (hideAuthBeforeTls && code === 250 && Array.isArray(data) && !conn.secure) {
+      return send(code, data.filter((line) => !/^AUTH\b/i.test(String(line))), context);
+    }
     return send(code, data, context);
   };
 }

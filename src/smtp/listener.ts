@@ -245,6 +245,7 @@ export class SmtpListener {
     });
     installConnectionControl(server, {
       logger,
+      hideAuthBeforeTls: smtp.auth.enabled && smtp.auth.require_tls,
       admit: (socket) => this.#admit(socket),
       fastTrack: (address) => this.#trusted.has(address),
       onConnection: (handle, fast) => this.#onConnection(handle, fast, implicitTls),

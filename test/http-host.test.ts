@@ -278,6 +278,15 @@ describe('hostAllowed', () => {
     }
   });
 
+  it('an IPv4-mapped loopback bind (::ffff:127.0.0.1, in any spelling) is a loopback bind: a foreign Host is refused, as auth: auto assumes', () => {
+    for (const boundHost of ['::ffff:127.0.0.1', '[::ffff:127.0.0.1]', '::ffff:7f00:1', '0:0:0:0:0:ffff:7f00:1']) {
+      const mapped: HostPolicy = { boundHost, allowedHosts: [] };
+      expect(isLoopbackBind(boundHost), boundHost).toBe(true);
+      expect(hostAllowed('attacker.example:8025', mapped), boundHost).toBe(false);
+      for (const host of ['127.0.0.1:8025', 'localhost', '[::1]']) expect(hostAllowed(host, mapped), `${boundHost} ${host}`).toBe(true);
+    }
+  });
+
   it('on loopback, refuses everything else', () => {
     for (const host of ['attacker.example', '10.0.0.1', '[2001:db8::1]', '0.0.0.0', '[::]', 'localhostx', 'xlocalhost', 'localhost.x', '128.0.0.1', '126.255.255.255']) {
       expect(hostAllowed(host, loopback), host).toBe(false);

@@ -16,6 +16,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
+import { isLoopbackBind } from '../util/net.js';
 
 /** Where the server listens (config http.host) and the extra names it may be reached by. */
 export interface HostPolicy {
@@ -95,7 +96,7 @@ function isLoopbackHost(host: Canonical): boolean {
 }
 
 /** Whether a server bound to this address only answers on loopback (re-exported from util/net.ts). */
-export { isLoopbackBind } from '../util/net.js';
+export { isLoopbackBind };
 
 function isUnspecified(host: Canonical): boolean {
   return (host.kind === 'ipv4' && host.value === '0.0.0.0') || (host.kind === 'ipv6' && host.value === '[::]');
@@ -128,7 +129,9 @@ function compile(policy: HostPolicy): Compiled {
     if (host) exact.add(host.value);
   }
   const bound = parseConfigured(policy.boundHost);
-  const loopbackBound = bound !== null && isLoopbackHost(bound);
+  // The same predicate as http.auth.enabled: auto (util/net.ts): the two must never disagree,
+  // or a loopback bind would run with neither a login nor the Host check.
+  const loopbackBound = isLoopbackBind(policy.boundHost);
   if (!loopbackBound && bound !== null && !isUnspecified(bound)) exact.add(bound.value);
   const result: Compiled = { loopbackBound, exact, suffixes, anyHost: !loopbackBound && policy.allowedHosts.length === 0 };
   compiled.set(policy, result);

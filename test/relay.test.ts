@@ -43,6 +43,7 @@ describe('ESMTP mailer', () => {
           `default: { mailer: ESMTP, host: 127.0.0.1, port: ${sink.port} }`,
           `secure.test: { mailer: ESMTP, host: 127.0.0.1, port: ${tlsSink.port}, starttls: 1, auth: upstream, options: { tls_verify: false } }`,
           `verified.test: { mailer: ESMTP, host: 127.0.0.1, port: ${tlsSink.port}, starttls: 1, auth: upstream }`,
+          `nostarttls.test: { mailer: ESMTP, host: 127.0.0.1, port: ${tlsSink.port}, auth: upstream }`,
           `down.test: { mailer: ESMTP, host: 127.0.0.1, port: ${downPort}, retry: 1, sleep: 0.05, timeout: 5 }`,
           '',
         ].join('\n'),
@@ -106,6 +107,14 @@ describe('ESMTP mailer', () => {
     expect(r.json.response[0]).toMatchObject({ code: 250, error: 0, port: tlsSink.port });
     const [m] = (await tlsSink.waitFor(before + 1)).slice(before);
     expect(m).toMatchObject({ secure: true, user: 'relayuser', from: 'kijitora@example.jp', to: ['kuro@secure.test'] });
+  });
+
+  it('a route with credentials but without starttls: 1 still uses STARTTLS when offered: the password never goes in clear to it', async () => {
+    const before = tlsSink.messages.length;
+    const r = await postSubmit(t.httpUrl, mail({ rcpt: ['kuro@nostarttls.test'] }));
+    expect(r.json.response[0]).toMatchObject({ code: 250, error: 0, port: tlsSink.port });
+    const [m] = (await tlsSink.waitFor(before + 1)).slice(before);
+    expect(m).toMatchObject({ secure: true, user: 'relayuser', to: ['kuro@nostarttls.test'] });
   });
 
   it('verifies the upstream certificate unless the route says tls_verify: false', async () => {

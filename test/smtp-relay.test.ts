@@ -57,6 +57,7 @@ async function spoolDrained(t: TestApp): Promise<void> {
 
 describe('relaying over SMTP from a client in relayhosts (loopback, the default)', () => {
   let sink: SmtpSink;
+  let authSink: SmtpSink;
   let t: TestApp;
   const events: AnyEvent[] = [];
 
@@ -65,6 +66,7 @@ describe('relaying over SMTP from a client in relayhosts (loopback, the default)
       rcptReplies: { 'unknown@example.org': [550, '5.1.1 <unknown@example.org>: Recipient address rejected: User unknown'] },
       dataReplies: { 'later@example.org': [452, '4.2.2 Mailbox full, try again later'] },
     });
+    authSink = await startSmtpSink({ auth: { user: 'relayuser', pass: 'right' } });
     const downPort = await freePort();
     t = await startTestApp({
       spamd: false,
@@ -72,14 +74,22 @@ describe('relaying over SMTP from a client in relayhosts (loopback, the default)
       files: {
         // Not a catch-all: mail for local.test is ours, everything else is not local.
         domains: 'accept: [local.test]\n',
-        mailertable: [`default: { mailer: ESMTP, host: 127.0.0.1, port: ${sink.port} }`, `down.test: { mailer: ESMTP, host: 127.0.0.1, port: ${downPort}, timeout: 3 }`, 'discard.test: { mailer: Discard }', ''].join('\n'),
-        recipients: 'domainpart: [example.org, down.test, discard.test]\n',
+        mailertable: [
+          `default: { mailer: ESMTP, host: 127.0.0.1, port: ${sink.port} }`,
+          `down.test: { mailer: ESMTP, host: 127.0.0.1, port: ${downPort}, timeout: 3 }`,
+          'discard.test: { mailer: Discard }',
+          `badauth.test: { mailer: ESMTP, host: 127.0.0.1, port: ${authSink.port}, auth: stale }`,
+          '',
+        ].join('\n'),
+        authinfo: "stale: { username: relayuser, password: 'wrong' }\n",
+        recipients: 'domainpart: [example.org, down.test, discard.test, badauth.test]\n',
       },
     });
   });
   afterAll(async () => {
     await t?.stop();
     await sink?.close();
+    await authSink?.close();
   });
 
   it('relays to an allowed recipient: the bytes (with our Received:) arrive upstream, the client gets the upstream 250 text', async () => {
@@ -134,6 +144,18 @@ describe('relaying over SMTP from a client in relayhosts (loopback, the default)
     expect(reply.line).toMatch(/^451 4\.4\.1 Upstream unavailable, try again later: Cannot connect SMTP Server/);
     expect((await c.command('NOOP')).code).toBe(250);
     c.close();
+    expect(spoolEntries(t)).toEqual([]);
+  });
+
+  it('defers (451 4.7.0) when the upstream refuses our AUTH: a wrong authinfo password must not make the client bounce the mail', async () => {
+    const c = await open(t.smtpPort);
+    await envelope(c, 'sender@client.test', ['someone@badauth.test']);
+    expect(await data(c, MESSAGE('someone@badauth.test', 'Stale password'))).toEqual({
+      code: 451,
+      line: '451 4.7.0 Upstream refused our authentication, try again later: Authentication credentials invalid',
+    });
+    c.close();
+    expect(authSink.messages).toEqual([]);
     expect(spoolEntries(t)).toEqual([]);
   });
 

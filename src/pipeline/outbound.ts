@@ -17,7 +17,12 @@
  *   2xx, or a local mailer's 200 (File, Screen, Discard) ─▶ 250 with the upstream's text
  *   4xx / 5xx                                             ─▶ the same code and enhanced code
  *   421, or upstream unreachable                          ─▶ 451 4.4.1 (a 421 would close our session)
+ *   a refusal of our EHLO or STARTTLS                     ─▶ 451 4.4.1
+ *   a refusal of our AUTH (a wrong authinfo password)     ─▶ 451 4.7.0
  *   anything else                                         ─▶ 451 4.3.0
+ * Refusals before MAIL are about this gateway's setup or the upstream, never about the message:
+ * passed through as a 5xx they would make the client bounce mail for good (Postfix defers them
+ * too: smtp_sasl_auth_soft_bounce).
  */
 import { readRaw } from '../util/raw-source.js';
 import type { Logger } from '../log/logger.js';
@@ -126,8 +131,11 @@ export interface SmtpReply {
 /** The SMTP reply our client gets for the upstream's result (see the table at the top). */
 export function smtpReply(r: ResponseEntry): SmtpReply {
   const text = replyText(r.message);
-  if (r.command === 'CONN' || r.code === 421) {
+  if (r.command === 'CONN' || r.code === 421 || r.command === 'EHLO' || r.command === 'STARTTLS') {
     return { code: 451, enhanced: '4.4.1', text: `Upstream unavailable, try again later${text ? `: ${text}` : ''}` };
+  }
+  if (r.command === 'AUTH' && r.code >= 400) {
+    return { code: 451, enhanced: '4.7.0', text: `Upstream refused our authentication, try again later${text ? `: ${text}` : ''}` };
   }
   const cls = Math.floor(r.code / 100);
   if (cls === 2) return { code: 250, enhanced: dsnOfClass(r.dsn, 2) ?? '2.0.0', text: text || 'Ok' };

@@ -105,9 +105,11 @@ export function smtpOptions(route: Route, hostname: string, opportunisticTls = f
     secure: false,
     name: hostname,
     // starttls: true insists on TLS (no AUTH or mail in clear); false talks plain SMTP as
-    // Haineko did, unless the caller asks for opportunistic TLS (MX delivery).
+    // Haineko did, unless the caller asks for opportunistic TLS (MX delivery) or the route has
+    // credentials: those never go out in clear to an upstream that offers STARTTLS (Haineko
+    // sent them so; routing.ts warns about such a route at load).
     requireTLS: route.starttls,
-    ignoreTLS: !route.starttls && !opportunisticTls,
+    ignoreTLS: !route.starttls && !opportunisticTls && !route.credentials,
     tls: { rejectUnauthorized: route.starttls ? tlsVerify(route) : false, minVersion: 'TLSv1.2' as const },
     ...(route.credentials ? { auth: { user: route.credentials.username, pass: route.credentials.password } } : {}),
     connectionTimeout: route.timeoutMs,

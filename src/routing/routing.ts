@@ -192,6 +192,11 @@ function checkReferences(tables: RoutingTables, log: Logger): void {
       const auth = entry?.auth;
       if (auth && !Object.hasOwn(tables.authinfo, auth)) {
         log.warn({ table, key, auth }, `${table} entry ${key} names authinfo key ${JSON.stringify(auth)}, which does not exist: it relays without AUTH`);
+      } else if (auth && (entry.mailer ?? 'ESMTP') === 'ESMTP' && !entry.starttls) {
+        log.warn(
+          { table, key, auth },
+          `${table} entry ${key} sends authinfo credentials without starttls: 1: STARTTLS is used when the upstream offers it, but to one that does not (or to an attacker who strips it) the password goes in clear`,
+        );
       }
     }
   }

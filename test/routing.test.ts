@@ -136,9 +136,31 @@ describe('route lookup (mailertable, sendermt, default)', () => {
     expect(t.route('a@x.example', '')).toMatchObject({ mailer: 'ESMTP', port: 587, starttls: true, retry: 1, sleepMs: 500 });
   });
 
-  it('passes mailer options through as given', () => {
-    const t = r({ mailertable: { 'x.example': { mailer: 'MX', options: { resolver: '192.0.2.53' } } } });
-    expect(t.route('a@x.example', '')).toMatchObject({ mailer: 'MX', port: 25, options: { resolver: '192.0.2.53' } });
+  it('passes mailer options through, flags as booleans', () => {
+    const t = r({
+      mailertable: {
+        'x.example': { mailer: 'MX', options: { resolver: ['192.0.2.53', '192.0.2.54:5353', '[2001:db8::53]:53'], tls_verify: 0 } },
+        'y.example': { options: { tls_verify: '1' } },
+        'z.example': { mailer: 'Haineko', options: { url: 'https://haineko.example/submit' } },
+        'f.example': { mailer: 'File', options: { directory: '/var/spool/x' } },
+      },
+    });
+    expect(t.route('a@x.example', '')).toMatchObject({ mailer: 'MX', port: 25, options: { resolver: ['192.0.2.53', '192.0.2.54:5353', '[2001:db8::53]:53'], tls_verify: false } });
+    expect(t.route('a@y.example', '').options).toEqual({ tls_verify: true });
+    expect(t.route('a@z.example', '').options).toEqual({ url: 'https://haineko.example/submit' });
+    expect(t.route('a@f.example', '').options).toEqual({ directory: '/var/spool/x' });
+  });
+
+  it('refuses an option its mailer does not read, and bad option values, with the key named', () => {
+    expect(() => r({ mailertable: { 'x.example': { mailer: 'File', options: { dir: '/tmp/x' } } } })).toThrow('x.example.options.dir: unknown option for the File mailer (directory)');
+    expect(() => r({ mailertable: { 'x.example': { options: { resolver: '192.0.2.53' } } } })).toThrow('x.example.options.resolver: unknown option for the ESMTP mailer (tls_verify)');
+    expect(() => r({ mailertable: { 'x.example': { mailer: 'Discard', options: { x: 1 } } } })).toThrow('x.example.options.x: unknown option for the Discard mailer (it takes none)');
+    expect(() => r({ mailertable: { 'x.example': { options: { tls_verify: 'no' } } } })).toThrow('x.example.options.tls_verify: must be 0/1 or true/false');
+    expect(() => r({ mailertable: { 'x.example': { mailer: 'MX', options: { resolver: 'dns.example' } } } })).toThrow('x.example.options.resolver: must be DNS server addresses (ip or ip:port), not names: "dns.example"');
+    expect(() => r({ mailertable: { 'x.example': { mailer: 'Haineko', options: { url: 'http://relayuser:S3cret@127.0.0.1:2794/submit' } } } })).toThrow(
+      'x.example.options.url: must not hold a user or password: put them in authinfo and name the key in auth',
+    );
+    expect(() => r({ mailertable: { 'x.example': { mailer: 'Haineko', options: { url: 'file:///etc/passwd' } } } })).toThrow('x.example.options.url: must be an http:// or https:// URL');
   });
 
   it('refuses bad entries with the key named', () => {

@@ -6,6 +6,7 @@
  *
  * Haineko writes flags as 0/1 and "no AUTH" as '' or 0; both those and YAML booleans are taken.
  */
+import { Resolver } from 'node:dns';
 import { z } from 'zod';
 import { normalizeDomain, splitAddress } from '../policy/address.js';
 import { parsePasswordHash } from '../auth/ssha.js';
@@ -58,10 +59,66 @@ export const routeEntrySchema = z
     disabled: flag.optional(),
     // Haineko's Net::SMTP debug switch: accepted for compatibility, has no effect.
     debug: flag.optional(),
-    // mailwire extension: mailer-specific settings, passed to the mailer as given.
+    // mailwire extension: mailer-specific settings (MAILER_OPTIONS), checked here.
     options: z.record(z.string(), z.unknown()).optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((entry, ctx) => {
+    const known = MAILER_OPTIONS[entry.mailer ?? 'ESMTP'];
+    for (const [key, value] of Object.entries(entry.options ?? {})) {
+      const check = Object.hasOwn(known, key) ? known[key]! : null;
+      const problem = check ? check(value) : `unknown option for the ${entry.mailer ?? 'ESMTP'} mailer (${Object.keys(known).join(', ') || 'it takes none'})`;
+      if (problem) ctx.addIssue({ code: 'custom', path: ['options', key], message: problem });
+    }
+  })
+  .transform((entry) => {
+    // Flags in options are written like the others (0/1, true/false); the mailers read booleans.
+    const verify = entry.options?.['tls_verify'];
+    return verify === undefined ? entry : { ...entry, options: { ...entry.options, tls_verify: flag.parse(verify) } };
+  });
+
+/**
+ * The options each mailer reads, and what each must look like: a typo (`dir` for `directory`)
+ * or a bad value would otherwise be ignored, or fail every delivery at send time.
+ */
+const MAILER_OPTIONS: Record<MailerName, Record<string, (value: unknown) => string | null>> = {
+  ESMTP: { tls_verify: flagOption },
+  MX: { tls_verify: flagOption, resolver: resolverOption },
+  Haineko: { url: hainekoUrlOption },
+  File: { directory: (v) => (typeof v === 'string' && v.length > 0 ? null : 'must be a directory path') },
+  Screen: {},
+  Discard: {},
+};
+
+function flagOption(value: unknown): string | null {
+  return flag.safeParse(value).success ? null : 'must be 0/1 or true/false';
+}
+
+/** DNS servers as dns.Resolver.setServers takes them: "192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53", or a list. */
+function resolverOption(value: unknown): string | null {
+  const list = Array.isArray(value) ? value : [value];
+  if (list.length === 0 || !list.every((v) => typeof v === 'string')) return 'must be a DNS server address (ip or ip:port) or a list of them';
+  try {
+    new Resolver().setServers(list as string[]);
+    return null;
+  } catch {
+    return `must be DNS server addresses (ip or ip:port), not names: ${JSON.stringify(value)}`;
+  }
+}
+
+/** An http(s) URL without credentials in it (those go in authinfo: a URL is echoed in errors and logs). */
+function hainekoUrlOption(value: unknown): string | null {
+  if (typeof value !== 'string') return 'must be an http:// or https:// URL';
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return 'must be an http:// or https:// URL';
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return 'must be an http:// or https:// URL';
+  if (url.username || url.password) return 'must not hold a user or password: put them in authinfo and name the key in auth';
+  return null;
+}
 
 export type RouteEntry = z.infer<typeof routeEntrySchema>;
 

@@ -274,6 +274,25 @@ describe('hooks at eom: verdicts, edits, tags, scratchpad', () => {
     expect(event.size).toBe(Buffer.byteLength(raw));
   });
 
+  it('a header edit keeps the exact bytes of the fields it does not touch, in any charset', async () => {
+    const c = await openSession(h.t.smtpPort);
+    expect((await c.command('MAIL FROM:<orig@x.test>')).code).toBe(250);
+    expect((await c.command('RCPT TO:<keep@x.test>')).code).toBe(250);
+    expect((await c.command('DATA')).code).toBe(354);
+    // An ISO-8859-1 header in raw 8-bit (0xE9, not valid UTF-8), next to a UTF-8 one.
+    const latin1 = Buffer.from('X-Latin: caf\xe9 cr\xe8me\r\n', 'latin1');
+    const utf8 = Buffer.from('X-Utf8: café\r\n', 'utf8');
+    c.write(Buffer.concat([Buffer.from('From: orig@x.test\r\nSubject: edit me\r\n'), latin1, utf8, Buffer.from('\r\nHello\r\n')]));
+    const id = queuedId(line(await c.command('.')));
+    c.close();
+    await storedEvent(h.t, id);
+    const raw = Buffer.from(await (await fetch(`${h.t.httpUrl}/api/v1/messages/${id}/raw`)).arrayBuffer());
+    expect(raw.includes(latin1)).toBe(true);
+    expect(raw.includes(utf8)).toBe(true);
+    expect(raw.includes(Buffer.from('\r\nSubject: edited\r\n'))).toBe(true);
+    expect(raw.includes(Buffer.from('\uFFFD', 'utf8'))).toBe(false);
+  });
+
   it('discard answers 250 and stores nothing', async () => {
     const reply = await send('discard me', ['a@x.test']);
     const id = queuedId(reply);

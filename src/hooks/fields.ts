@@ -15,11 +15,14 @@ export function headerField(raw: string): HeaderField {
   return colon > 0 ? { name: raw.slice(0, colon).trim(), value: unfold(raw.slice(colon + 1)) } : { name: '', value: unfold(raw) };
 }
 
-/** A whole message in memory as its header block (fields ending in CRLF, no blank line) and its body. */
-export function splitMessage(raw: Buffer): { block: string; body: Buffer } {
+/**
+ * A whole message in memory as its header block (fields ending in CRLF, no blank line) and its
+ * body. `block` is the text hooks are shown (UTF-8); `head` the block's bytes, which edits work on.
+ */
+export function splitMessage(raw: Buffer): { block: string; head: Buffer; body: Buffer } {
   const end = raw.indexOf('\r\n\r\n');
-  if (end === -1) return { block: raw.toString('utf8'), body: Buffer.alloc(0) };
-  return { block: raw.subarray(0, end + 2).toString('utf8'), body: raw.subarray(end + 4) };
+  const head = end === -1 ? raw : raw.subarray(0, end + 2);
+  return { block: head.toString('utf8'), head, body: end === -1 ? Buffer.alloc(0) : raw.subarray(end + 4) };
 }
 
 /** Header fields of a block, values unfolded and trimmed (as the SMTP stream tap gives them). */

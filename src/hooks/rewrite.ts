@@ -22,7 +22,7 @@ interface Field {
 /** The edited message as a stream, or throws EditError when the header block is too big to edit. */
 export async function rewriteHeaders(raw: RawSource, ops: readonly HeaderOp[]): Promise<Readable> {
   const { block, bodyOffset } = splitHeaderBlock(await readHead(raw), MAX_HEADER_BLOCK + 4);
-  const head = Buffer.from(editHeaderBlock(block, ops) + (bodyOffset === null ? '' : '\r\n'), 'utf8');
+  const head = bodyOffset === null ? editHeaderBytes(block, ops) : Buffer.concat([editHeaderBytes(block, ops), CRLF]);
   async function* parts(): AsyncGenerator<Buffer> {
     yield head;
     if (bodyOffset !== null) yield* rawStream(raw, bodyOffset) as AsyncIterable<Buffer>;
@@ -30,14 +30,21 @@ export async function rewriteHeaders(raw: RawSource, ops: readonly HeaderOp[]): 
   return Readable.from(parts(), { objectMode: false });
 }
 
+const CRLF = Buffer.from('\r\n');
+
 /**
- * Applies header edits to a header block in memory (each field ending in CRLF, no blank line).
- * Shared with POST /submit, whose message is built in memory (src/submit/hooks.ts).
+ * Applies header edits to a header block's bytes (each field ending in CRLF, no blank line).
+ * Shared with the SMTP relay and POST /submit, whose messages are in memory. Lossless: a field no
+ * edit touches keeps its exact bytes, whatever charset they are in (decoding the block as UTF-8
+ * and encoding it again turned every byte of an ISO-8859-1 Subject into U+FFFD); an added or
+ * changed field is written in UTF-8. The edits work on latin1 text, one character per byte: they
+ * match fields by name (ASCII) and replace whole fields.
  */
-export function editHeaderBlock(block: string, ops: readonly HeaderOp[]): string {
-  const fields = splitFields(block);
-  for (const op of ops) apply(fields, op);
-  return fields.map((f) => f.raw).join('');
+export function editHeaderBytes(block: Buffer, ops: readonly HeaderOp[]): Buffer {
+  const bytesOf = (value: string) => Buffer.from(value, 'utf8').toString('latin1');
+  const fields = splitFields(block.toString('latin1'));
+  for (const op of ops) apply(fields, op.op === 'delete' ? op : { ...op, value: bytesOf(op.value) });
+  return Buffer.from(fields.map((f) => f.raw).join(''), 'latin1');
 }
 
 /** The first MAX_HEADER_BLOCK + 4 bytes of the message, or all of it when shorter. */
@@ -61,16 +68,20 @@ async function readHead(raw: RawSource): Promise<Buffer> {
 }
 
 /** The header block (each field with its CRLF) and where the body starts (after the blank line). */
-function splitHeaderBlock(data: Buffer, limit: number): { block: string; bodyOffset: number | null } {
-  if (data.subarray(0, 2).toString('latin1') === '\r\n') return { block: '', bodyOffset: 2 };
+function splitHeaderBlock(data: Buffer, limit: number): { block: Buffer; bodyOffset: number | null } {
+  if (data.subarray(0, 2).equals(CRLF)) return { block: Buffer.alloc(0), bodyOffset: 2 };
   const end = data.indexOf('\r\n\r\n');
-  if (end !== -1) return { block: data.subarray(0, end + 2).toString('utf8'), bodyOffset: end + 4 };
+  if (end !== -1) return { block: data.subarray(0, end + 2), bodyOffset: end + 4 };
   if (data.length < limit) {
     // No blank line: the whole message is headers.
-    const text = data.toString('utf8');
-    return { block: text.endsWith('\r\n') ? text : `${text}\r\n`, bodyOffset: null };
+    return { block: data.subarray(-2).equals(CRLF) ? data : Buffer.concat([data, CRLF]), bodyOffset: null };
   }
   throw new EditError(`the header block is larger than ${MAX_HEADER_BLOCK} bytes; headers cannot be edited`);
+}
+
+/** A message in memory (splitMessage) with header edits applied: the edited block, the blank line, the body. */
+export function editMessage(parts: { head: Buffer; body: Buffer }, ops: readonly HeaderOp[]): Buffer {
+  return Buffer.concat([editHeaderBytes(parts.head, ops), CRLF, parts.body]);
 }
 
 function splitFields(block: string): Field[] {

@@ -9,7 +9,7 @@
 import type { EventView, SpamView } from '../hooks/api.js';
 import { EomEdits } from '../hooks/edits.js';
 import { headerFields, splitMessage } from '../hooks/fields.js';
-import { editHeaderBlock, MAX_HEADER_BLOCK } from '../hooks/rewrite.js';
+import { editMessage, MAX_HEADER_BLOCK } from '../hooks/rewrite.js';
 import { isReply, type HookSession } from '../hooks/runner.js';
 import type { SpooledMessage } from '../spool/spool.js';
 
@@ -23,10 +23,10 @@ export type RelayEomOutcome =
   | { kind: 'send'; sender: string; rcptTo: string[]; raw: Buffer; disconnect: boolean };
 
 export async function relayEom(hooks: HookSession, msg: SpooledMessage, rcpt: string, raw: Buffer): Promise<RelayEomOutcome> {
-  const { block, body } = splitMessage(raw);
+  const { block, head, body } = splitMessage(raw);
   // As on local mail (rewrite.ts, stream.ts): a header block no hook can be shown whole is
   // refused rather than let past the hooks (a message with no blank line is all header).
-  if (Buffer.byteLength(block) > MAX_HEADER_BLOCK) {
+  if (head.length > MAX_HEADER_BLOCK) {
     return { kind: 'refuse', code: 552, enhanced: '5.3.4', message: 'Message header block too large', disconnect: false };
   }
   const headers = headerFields(block);
@@ -46,6 +46,6 @@ export async function relayEom(hooks: HookSession, msg: SpooledMessage, rcpt: st
   if (isReply(r)) return { kind: 'refuse', code: r.code, enhanced: r.enhanced, message: r.message, disconnect: r.disconnect };
   const rcptTo = edits.applyRecipients([rcpt]);
   if (r.kind === 'discard' || rcptTo.length === 0) return { kind: 'discard', disconnect: r.disconnect };
-  const edited = edits.changesRaw ? Buffer.concat([Buffer.from(`${editHeaderBlock(block, edits.headers)}\r\n`, 'utf8'), body]) : raw;
+  const edited = edits.changesRaw ? editMessage({ head, body }, edits.headers) : raw;
   return { kind: 'send', sender: edits.sender ?? msg.envelope.mailFrom, rcptTo, raw: edited, disconnect: r.disconnect };
 }

@@ -12,7 +12,7 @@
 import type { AddressParams, EventView, HeaderField, Phase, SpamView } from '../hooks/api.js';
 import { EomEdits } from '../hooks/edits.js';
 import { headerFields, splitMessage } from '../hooks/fields.js';
-import { editHeaderBlock } from '../hooks/rewrite.js';
+import { editMessage } from '../hooks/rewrite.js';
 import { isReply, type HookRunner, type HookSession, type PhaseResult, type ReplyResult } from '../hooks/runner.js';
 import type { OutboundMessage, ResponseEntry } from '../relay/types.js';
 
@@ -128,8 +128,7 @@ export class SubmitHooks {
       ? {
           ...message,
           raw: (rcpt) => {
-            const parts = splitMessage(message.raw(rcpt));
-            return Buffer.concat([Buffer.from(`${editHeaderBlock(parts.block, edits.headers)}\r\n`, 'utf8'), parts.body]);
+            return editMessage(splitMessage(message.raw(rcpt)), edits.headers);
           },
         }
       : message;

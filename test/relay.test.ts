@@ -4,13 +4,17 @@
  * Haineko mailer; File, Screen and Discard. Asserts what arrived on the wire.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../src/log/logger.js';
+import { deliverToHaineko } from '../src/relay/haineko.js';
 import { createRelay } from '../src/relay/relay.js';
+import { toRoute } from '../src/routing/route.js';
 import { routingFromTables } from '../src/routing/routing.js';
 import { createSubmitService } from '../src/submit/submit.js';
 import { startTestApp, type TestApp } from './helpers/app.js';
@@ -290,5 +294,31 @@ describe('Screen mailer', () => {
     const printed = Buffer.concat(chunks).toString();
     expect(printed).toContain('\r\nTo: me@mx.mailwire.test\r\n');
     expect(printed).toContain('\r\nSubject: About next meeting\r\n');
+  });
+});
+
+describe('the Haineko mailer', () => {
+  it('posts the envelope sender it is given (a hook may have changed it), not the one in the request', async () => {
+    const posted: Record<string, unknown>[] = [];
+    const server = createHttpServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        posted.push(JSON.parse(body) as Record<string, unknown>);
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ response: [{ dsn: '2.0.0', code: 200, rcpt: 'kuro@example.org', error: 0, mailer: 'File', message: ['saved'], command: 'DATA' }] }));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const route = toRoute({ mailer: 'Haineko', host: '127.0.0.1', port }, 'mailertable default', {});
+      const json = { ehlo: 'client.test', mail: 'original@example.jp', rcpt: ['kuro@example.org'], header: { from: 'original@example.jp', subject: 's' }, body: 'b' };
+      const entry = await deliverToHaineko({ sender: 'changed@example.jp', rcpt: 'kuro@example.org', route, message: { queueid: 'q', raw: () => Buffer.alloc(0), json } });
+      expect(entry).toMatchObject({ code: 200, error: 0, mailer: 'Haineko' });
+      expect(posted).toEqual([{ ...json, mail: 'changed@example.jp', rcpt: ['kuro@example.org'] }]);
+    } finally {
+      server.close();
+    }
   });
 });

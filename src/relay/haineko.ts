@@ -61,7 +61,8 @@ export async function deliverToHaineko(d: Delivery): Promise<ResponseEntry> {
     res = await fetch(hainekoUrl(d), {
       method: 'POST',
       headers,
-      body: JSON.stringify({ ...d.message.json, rcpt: [d.rcpt] }),
+      // The envelope sender as the route has it (a hook's setSender included), not the request's.
+      body: JSON.stringify({ ...d.message.json, mail: d.sender, rcpt: [d.rcpt] }),
       signal,
       redirect: 'error',
     });

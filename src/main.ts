@@ -17,6 +17,13 @@ export async function runServer(configDir: string): Promise<number> {
     await app.stop().catch(() => {});
     return 1;
   }
+  // A promise that rejects with nobody waiting for it (a hook's `fetch(a); await fetch(b)`)
+  // would end the process, Node's default, taking every session with it. mailwire's own code
+  // handles its rejections; such a one is logged and the server goes on, as an MTA outlives a
+  // broken milter.
+  process.on('unhandledRejection', (reason) => {
+    logger.error({ err: reason }, 'a promise rejected with nobody waiting for it (a hook that does not await one?); the server goes on');
+  });
   return new Promise((resolve) => {
     let stopping = false;
     const shutdown = (signal: string) => {

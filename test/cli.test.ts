@@ -2,11 +2,15 @@
  * The mailwire command line: an invalid value or an unknown key stops the start with exit code 1
  * and one line naming the key; check-config and print-config work on a config directory.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { freePort } from './helpers/ports.js';
+import { RawSmtp } from './helpers/raw-smtp.js';
+import { waitFor } from './helpers/app.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 
@@ -107,5 +111,38 @@ describe('how mailwire is launched', () => {
     // Churn with survivors makes V8 grow the new space to its limit: two semi-spaces, 16 MiB
     // each without the flag (32 MiB in all), 32 MiB each with it.
     expect(Number(out.trim())).toBe(64 * 1024 * 1024);
+  });
+});
+
+describe('mailwire start', () => {
+  it('outlives a promise a hook left to reject with nobody waiting: the rejection is logged, the session and the server go on', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailwire-stray-'));
+    mkdirSync(join(dir, 'hooks'));
+    writeFileSync(join(dir, 'hooks', 'stray.mjs'), "export default { mail() { Promise.reject(new Error('stray rejection')); } };\n");
+    writeFileSync(join(dir, 'mailwire.yml'), 'hooks: { phases: { mail: [stray.mjs] } }\nspamd: { enabled: false }\n');
+    const [smtpPort, httpPort] = [await freePort(), await freePort()];
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli.ts'), 'start', '--config-dir', dir], {
+      cwd: ROOT,
+      env: { ...process.env, MAILWIRE_SMTP_PORT: String(smtpPort), MAILWIRE_HTTP_PORT: String(httpPort), MAILWIRE_DATA_DIR: join(dir, 'data') },
+    });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => null))?.status === 200, 20_000);
+      const c = await RawSmtp.connect(smtpPort);
+      expect((await c.read()).code).toBe(220);
+      await c.command('EHLO client.test');
+      expect((await c.command('MAIL FROM:<a@client.test>')).code).toBe(250);
+      await waitFor(async () => out.includes('a promise rejected with nobody waiting for it'), 5000);
+      expect(out).toContain('stray rejection');
+      expect((await c.command('RCPT TO:<b@example.test>')).code).toBe(250);
+      c.close();
+      expect(child.exitCode).toBeNull();
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

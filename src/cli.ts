@@ -105,6 +105,9 @@ async function cli(argv: string[]): Promise<number> {
 cli(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    // check-config runs the hooks' top-level code, which may leave a timer or a socket open:
+    // it must end all the same. (start ends once the server has stopped.)
+    if (process.argv.slice(2).includes('check-config')) process.exit(code);
   },
   (err) => {
     console.error(`mailwire: ${(err as Error).stack ?? err}`);

@@ -125,10 +125,13 @@ describe('check-config and the Haineko tables', () => {
     expect(unfit.code).toBe(1);
     expect(unfit.stderr.trim()).toBe(`mailwire: hooks.phases.mail[0]: ${join(dir, 'hooks', 'gone.ts')}: listed under mail but has no mail() handler`);
 
-    writeFileSync(join(dir, 'hooks', 'gone.ts'), 'export default { mail() {} };\n');
+    // A hook that leaves a timer running at load: check-config still ends.
+    writeFileSync(join(dir, 'hooks', 'gone.ts'), 'setInterval(() => {}, 60_000);\nexport default { mail() {} };\n');
+    const started = Date.now();
     const fixed = await mailwire(['check-config', '--config-dir', dir]);
     expect(fixed.stderr).toBe('');
     expect(fixed.code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(20_000);
   });
 
   it('names a misspelt key in a table', async () => {

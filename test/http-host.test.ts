@@ -283,7 +283,8 @@ describe('hostAllowed', () => {
       const mapped: HostPolicy = { boundHost, allowedHosts: [] };
       expect(isLoopbackBind(boundHost), boundHost).toBe(true);
       expect(hostAllowed('attacker.example:8025', mapped), boundHost).toBe(false);
-      for (const host of ['127.0.0.1:8025', 'localhost', '[::1]']) expect(hostAllowed(host, mapped), `${boundHost} ${host}`).toBe(true);
+      // Loopback, and the bound address itself (docs/security.md).
+      for (const host of ['127.0.0.1:8025', 'localhost', '[::1]', '[::ffff:127.0.0.1]:8025', '[::ffff:7f00:1]']) expect(hostAllowed(host, mapped), `${boundHost} ${host}`).toBe(true);
     }
   });
 

@@ -103,6 +103,22 @@ describe('bare CR or LF in commands', () => {
     expect(await count(t)).toBe(0);
   });
 
+  it('cannot be switched off by a STARTTLS the server refuses and chunks that look like TLS', async () => {
+    const c = await greeted(t);
+    await c.command('EHLO x.test');
+    expect((await c.command(' STARTTLS')).code).toBe(500);
+    c.write('\x16\r\nMAIL FROM:<a@x.test>\nRCPT TO:<b@example.test>\n');
+    const replies: string[] = [];
+    try {
+      for (;;) replies.push((await c.read(3000)).raw);
+    } catch {
+      // closed
+    }
+    expect(replies.at(-1)).toBe('500 5.5.2 Bare CR or LF in a command is not allowed (RFC 5321 2.3.8)\r\n');
+    expect(replies.some((r) => r.startsWith('250'))).toBe(false);
+    expect(c.closed).toBe(true);
+  });
+
   it('keeps checking after a STARTTLS that is refused (a second one inside TLS)', async () => {
     const c = await greeted(t);
     await c.command('EHLO x.test');

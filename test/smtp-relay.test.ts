@@ -264,6 +264,20 @@ describe('relaying over SMTP for a client outside relayhosts', () => {
     c.close();
   });
 
+  it('keeps the EHLO greeting line when the server name itself starts with "auth"', async () => {
+    const named = await startTestApp({ spamd: false, config: { smtp: { hostname: 'auth.mailwire.test', auth: { enabled: true } } } });
+    try {
+      const c = await RawSmtp.connect(named.smtpPort);
+      expect((await c.read()).code).toBe(220);
+      const ehlo = await c.command('EHLO client.test');
+      expect(ehlo.lines[0]).toMatch(/^250-auth\.mailwire\.test /);
+      expect(ehlo.lines.some((l) => /^250[- ]AUTH\b/.test(l))).toBe(false);
+      c.close();
+    } finally {
+      await named.stop();
+    }
+  });
+
   it('refuses a wrong password with 535 5.7.8, and relaying stays denied', async () => {
     const c = await open(t.smtpPort);
     expect((await c.command('STARTTLS')).code).toBe(220);

@@ -132,7 +132,7 @@ function compile(policy: HostPolicy): Compiled {
   // The same predicate as http.auth.enabled: auto (util/net.ts): the two must never disagree,
   // or a loopback bind would run with neither a login nor the Host check.
   const loopbackBound = isLoopbackBind(policy.boundHost);
-  if (!loopbackBound && bound !== null && !isUnspecified(bound)) exact.add(bound.value);
+  if (bound !== null && !isUnspecified(bound)) exact.add(bound.value);
   const result: Compiled = { loopbackBound, exact, suffixes, anyHost: !loopbackBound && policy.allowedHosts.length === 0 };
   compiled.set(policy, result);
   return result;

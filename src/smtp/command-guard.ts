@@ -12,19 +12,23 @@ export const BARE_NEWLINE_REPLY = '500 5.5.2 Bare CR or LF in a command is not a
 
 /** The end of DATA as smtp-server reads it: a line holding one dot. */
 const END_OF_DATA = Buffer.from('\r\n.\r\n');
-/** The first byte of a TLS handshake record (a ClientHello). */
-const TLS_HANDSHAKE = 0x16;
-
 export class CommandGuard {
   #scanner = new LineEndingScanner();
   #dataMode = false;
   /** The last bytes of DATA seen, for an end-of-data line split across chunks. */
   #dataTail = Buffer.alloc(0);
-  #afterStartTls = false;
-  #pending = '';
   tainted = false;
 
-  constructor(private readonly onViolation: () => void) {}
+  /**
+   * `upgrading`: smtp-server has accepted STARTTLS and the plain socket now carries the TLS
+   * handshake. Its upgrade() takes the plain socket off this listener in the same tick as the
+   * 220, so the handshake never arrives here; this is the fallback should that ever change. It
+   * is the server's own state: nothing the client sends can switch the guard off.
+   */
+  constructor(
+    private readonly onViolation: () => void,
+    private readonly upgrading: () => boolean = () => false,
+  ) {}
 
   /** Feeds bytes the client sent (plain socket, or the TLS socket after STARTTLS). */
   inspect(chunk: Buffer): void {
@@ -37,20 +41,12 @@ export class CommandGuard {
       this.#leaveDataMode();
       chunk = chunk.subarray(end);
     }
-    if (this.#afterStartTls) {
-      // After an accepted STARTTLS smtp-server takes the plain socket off this listener, so
-      // what still arrives here is the handshake only if its internals changed: skipped. Any
-      // other bytes mean the STARTTLS was refused (503 inside TLS, 454): commands again.
-      if (chunk[0] === TLS_HANDSHAKE) return;
-      this.#afterStartTls = false;
-    }
+    if (this.upgrading()) return;
     this.#scanner.scan(chunk, false);
     if (this.#scanner.bare) {
       this.tainted = true;
       this.onViolation();
-      return;
     }
-    this.#watchForStartTls(chunk);
   }
 
   /**
@@ -69,15 +65,12 @@ export class CommandGuard {
 
   /** After STARTTLS, on the TLS socket: a fresh start (nothing before the handshake counts). */
   resumeOnTls(): void {
-    this.#afterStartTls = false;
-    this.#pending = '';
     this.#scanner = new LineEndingScanner();
   }
 
   #leaveDataMode(): void {
     this.#dataMode = false;
     this.#dataTail = Buffer.alloc(0);
-    this.#pending = '';
     this.#scanner = new LineEndingScanner();
   }
 
@@ -92,14 +85,5 @@ export class CommandGuard {
     if (inChunk !== -1) return inChunk + n;
     this.#dataTail = Buffer.from(chunk.length >= n - 1 ? chunk.subarray(chunk.length - (n - 1)) : Buffer.concat([this.#dataTail, chunk]).subarray(-(n - 1)));
     return -1;
-  }
-
-  #watchForStartTls(chunk: Buffer): void {
-    // Only the command lines matter, and only whether one of them is STARTTLS; keep at most
-    // one partial line (commands are at most a few KiB: smtp-server cuts longer ones).
-    const text = this.#pending + chunk.toString('latin1');
-    const lines = text.split('\r\n');
-    this.#pending = (lines.pop() ?? '').slice(-64);
-    if (lines.some((l) => /^\s*STARTTLS\s*$/i.test(l))) this.#afterStartTls = true;
   }
 }

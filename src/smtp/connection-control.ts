@@ -40,6 +40,8 @@ export interface ConnectionHandle {
   close(): void;
   /** Sees each command line before smtp-server handles it (false: the internals are unknown). */
   interceptCommands(fn: CommandInterceptor): boolean;
+  /** smtp-server has accepted STARTTLS and is upgrading the plain socket (false when unknown). */
+  upgrading(): boolean;
 }
 
 export interface CommandInfo {
@@ -166,6 +168,9 @@ function handleFor(socket: Socket, conn: InternalConnection | undefined): Connec
       if (conn) conn.close();
       else socket.end();
     },
+    upgrading() {
+      return conn?._upgrading === true;
+    },
     interceptCommands(fn: CommandInterceptor): boolean {
       if (!conn || typeof conn._onCommand !== 'function' || typeof conn._isSupported !== 'function') return false;
       const c = conn;
@@ -203,7 +208,7 @@ function patchSend(conn: InternalConnection, hideAuthBeforeTls: boolean): void {
     if (code === 538) return send(538, '5.7.11 Encryption required for requested authentication mechanism', false);
     // The EHLO reply: its greeting line, then one line per extension.
     if (hideAuthBeforeTls && code === 250 && Array.isArray(data) && !conn.secure) {
-      return send(code, data.filter((line) => !/^AUTH\b/i.test(String(line))), context);
+      return send(code, [data[0], ...data.slice(1).filter((line) => !/^AUTH\b/i.test(String(line)))], context);
     }
     return send(code, data, context);
   };

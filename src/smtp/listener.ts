@@ -274,10 +274,13 @@ export class SmtpListener {
   }
 
   #onConnection(handle: ConnectionHandle, fastTracked: boolean, implicitTls: boolean): void {
-    const guard = new CommandGuard(() => {
-      this.deps.logger.info({ session: handle.id, ip: handle.remoteAddress }, 'bare CR or LF in a command; closing');
-      handle.closeWith(500, BARE_NEWLINE_REPLY.slice(4));
-    });
+    const guard = new CommandGuard(
+      () => {
+        this.deps.logger.info({ session: handle.id, ip: handle.remoteAddress }, 'bare CR or LF in a command; closing');
+        handle.closeWith(500, BARE_NEWLINE_REPLY.slice(4));
+      },
+      () => handle.upgrading(),
+    );
     // Listening before smtp-server's own reader sees the bytes: the guard taints the session
     // before any command of the offending chunk reaches a handler.
     handle.socket.prependListener('data', (chunk: Buffer) => guard.inspect(chunk));

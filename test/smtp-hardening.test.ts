@@ -19,6 +19,27 @@ async function greeted(t: TestApp): Promise<RawSmtp> {
   return c;
 }
 
+/** Every reply the server sends until it closes the connection (each read waits at most 3 s). */
+async function repliesUntilClosed(c: RawSmtp): Promise<string[]> {
+  const replies: string[] = [];
+  try {
+    for (;;) replies.push((await c.read(3000)).raw);
+  } catch {
+    // closed
+  }
+  return replies;
+}
+
+/** A session at its DATA: greeted, one sender and one recipient accepted, 354 received. */
+async function inData(t: TestApp): Promise<RawSmtp> {
+  const c = await greeted(t);
+  await c.command('EHLO x.test');
+  await c.command('MAIL FROM:<a@x.test>');
+  await c.command('RCPT TO:<b@example.test>');
+  expect((await c.command('DATA')).code).toBe(354);
+  return c;
+}
+
 async function count(t: TestApp): Promise<number> {
   const res = await fetch(`${t.httpUrl}/api/v1/messages`);
   return ((await res.json()) as { items: unknown[] }).items.length;
@@ -41,12 +62,7 @@ describe('bare CR or LF in commands', () => {
   it('refuses LF-terminated commands with 500 5.5.2 and stores nothing, even with a whole transaction pipelined', async () => {
     const c = await greeted(t);
     c.write('EHLO x.test\nMAIL FROM:<a@x.test>\nRCPT TO:<b@example.test>\nDATA\nSubject: lf\r\n\r\nbody\r\n.\r\nQUIT\r\n');
-    const replies: string[] = [];
-    try {
-      for (;;) replies.push((await c.read(3000)).raw);
-    } catch {
-      // closed
-    }
+    const replies = await repliesUntilClosed(c);
     expect(replies.at(-1)).toBe('500 5.5.2 Bare CR or LF in a command is not allowed (RFC 5321 2.3.8)\r\n');
     expect(replies.some((r) => r.startsWith('250 2.0.0 Ok: queued'))).toBe(false);
     expect(c.closed).toBe(true);
@@ -63,40 +79,23 @@ describe('bare CR or LF in commands', () => {
   });
 
   it('checks commands pipelined after the final dot in the same chunk as the message', async () => {
-    const c = await greeted(t);
-    await c.command('EHLO x.test');
-    await c.command('MAIL FROM:<a@x.test>');
-    await c.command('RCPT TO:<b@example.test>');
-    expect((await c.command('DATA')).code).toBe(354);
+    const c = await inData(t);
     c.write('Subject: clean message\r\n\r\nbody\r\n.\r\nMAIL FROM:<a@x.test>\nRCPT TO:<b@example.test>\n');
-    const replies: string[] = [];
-    try {
-      for (;;) replies.push((await c.read(3000)).raw);
-    } catch {
-      // closed
-    }
+    const replies = await repliesUntilClosed(c);
     expect(replies).toEqual(['500 5.5.2 Bare CR or LF in a command is not allowed (RFC 5321 2.3.8)\r\n']);
     expect(c.closed).toBe(true);
     expect(await count(t)).toBe(0);
   });
 
   it('finds the final dot split across chunks, and a message of no lines', async () => {
-    const c = await greeted(t);
-    await c.command('EHLO x.test');
-    await c.command('MAIL FROM:<a@x.test>');
-    await c.command('RCPT TO:<b@example.test>');
-    expect((await c.command('DATA')).code).toBe(354);
+    const c = await inData(t);
     c.write('Subject: split\r\n\r\nbody\r\n.');
     await new Promise((r) => setTimeout(r, 50));
     c.write('\r\nMAIL FROM:<a@x.test>\n');
     expect((await c.read(3000)).raw).toBe('500 5.5.2 Bare CR or LF in a command is not allowed (RFC 5321 2.3.8)\r\n');
     expect(await c.waitClosed()).toBe(true);
 
-    const empty = await greeted(t);
-    await empty.command('EHLO x.test');
-    await empty.command('MAIL FROM:<a@x.test>');
-    await empty.command('RCPT TO:<b@example.test>');
-    expect((await empty.command('DATA')).code).toBe(354);
+    const empty = await inData(t);
     empty.write('.\r\nRSET\n');
     expect((await empty.read(3000)).raw).toBe('500 5.5.2 Bare CR or LF in a command is not allowed (RFC 5321 2.3.8)\r\n');
     expect(await empty.waitClosed()).toBe(true);
@@ -108,12 +107,7 @@ describe('bare CR or LF in commands', () => {
     await c.command('EHLO x.test');
     expect((await c.command(' STARTTLS')).code).toBe(500);
     c.write('\x16\r\nMAIL FROM:<a@x.test>\nRCPT TO:<b@example.test>\n');
-    const replies: string[] = [];
-    try {
-      for (;;) replies.push((await c.read(3000)).raw);
-    } catch {
-      // closed
-    }
+    const replies = await repliesUntilClosed(c);
     expect(replies.at(-1)).toBe('500 5.5.2 Bare CR or LF in a command is not allowed (RFC 5321 2.3.8)\r\n');
     expect(replies.some((r) => r.startsWith('250'))).toBe(false);
     expect(c.closed).toBe(true);

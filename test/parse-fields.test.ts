@@ -102,11 +102,23 @@ describe('flattenAddresses and oneLine', () => {
       { name: 'team', group: [{ name: '', address: 'b@x' }, { name: 'C', address: 'c@x' }] },
       { name: 'empty', group: [] },
       { name: '', address: '' },
-    ])).toEqual([
-      { name: 'A', address: 'a@x' },
-      { name: '', address: 'b@x' },
-      { name: 'C', address: 'c@x' },
-    ]);
+      { name: 'D', address: 'd@x' },
+    ], 10)).toEqual({
+      addresses: [
+        { name: 'A', address: 'a@x' },
+        { name: '', address: 'b@x' },
+        { name: 'C', address: 'c@x' },
+        { name: 'D', address: 'd@x' },
+      ],
+      total: 4,
+    });
+  });
+
+  it('keeps at most max addresses and counts them all, without recursion or spreads (half a million entries)', () => {
+    const many = Array.from({ length: 500_000 }, (_, i) => ({ name: '', address: `a${i}@x` }));
+    const { addresses, total } = flattenAddresses([{ name: 'all', group: many }], 3);
+    expect(addresses).toEqual([{ name: '', address: 'a0@x' }, { name: '', address: 'a1@x' }, { name: '', address: 'a2@x' }]);
+    expect(total).toBe(500_000);
   });
   it('makes an error one line of at most 500 characters', () => {
     expect(oneLine('a\r\n  b\tc')).toBe('a b c');

@@ -209,18 +209,16 @@ describe('parse pool', () => {
     expect(next).toStrictEqual(await parseMessageFile(fixture('8bit.eml'), join(tmp, 'next-direct'), LIMITS));
   });
 
-  it('a worker that passes its heap limit dies alone: the job fails (451 upstream), its files go, the next job is parsed', async () => {
+  it('a worker that passes its heap limit dies alone: the message gets no parsed content and says why (stored raw, not refused at every retry), its files go, the next job is parsed', async () => {
     // mailparser buffers a quoted-printable part whole: 19 MB of it needs far more than 64 MB of heap.
     const raw = join(tmp, 'big.eml');
     await writeFile(raw, bigQpMessage(19, [Buffer.alloc(2000, 1)]));
     const log = capturingLogger();
     const p = pool({ size: 1, logger: log.logger, workerHeapMb: 64 });
     const attDir = join(tmp, 'att');
-    const err = await p.parse({ path: raw }, attDir, LIMITS).then(
-      () => null,
-      (e: unknown) => e as Error,
-    );
-    expect(err?.message).toMatch(/^parse worker died: .*memory limit/);
+    const parsed = await p.parse({ path: raw }, attDir, LIMITS);
+    expect(parsed).toMatchObject({ subject: null, headers: [], text: null, attachments: [] });
+    expect(parsed.parseError).toMatch(/^parse worker died: .*memory limit/);
     expect(existsSync(attDir)).toBe(false);
     expect(log.lines().some((l) => l.level === 50 && l.msg === 'parse worker died; starting a replacement')).toBe(true);
     const next = await p.parse({ path: fixture('latin1.eml') }, join(tmp, 'next'), LIMITS);
@@ -237,6 +235,15 @@ describe('parse pool', () => {
     expect(parsed.parseError).toBeNull();
     expect(parsed.text?.startsWith('éééé')).toBe(true);
     expect(parsed.truncated).toEqual({ text: true, html: false });
+  });
+
+  it('a To: of half a million addresses (1 MB) is parsed, the first 1000 kept and the cut said in parseError', async () => {
+    const raw = join(tmp, 'big-to.eml');
+    await writeFile(raw, `From: a@x.test\r\nTo: ${Array.from({ length: 520_000 }, () => 'a').join(',')}\r\nSubject: many\r\n\r\nbody\r\n`);
+    const parsed = await pool({ size: 1 }).parse({ path: raw }, join(tmp, 'att'), LIMITS);
+    expect(parsed.subject).toBe('many');
+    expect(parsed.to).toHaveLength(1000);
+    expect(parsed.parseError).toBe('to: 520000 addresses, the first 1000 kept');
   });
 
   it('rejects with the infrastructure error (missing spool file) and keeps working', async () => {

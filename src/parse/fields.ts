@@ -67,17 +67,34 @@ export interface ParsedAddress {
   group?: ParsedAddress[];
 }
 
-/** Flattens addresses, expanding groups into their members ("friends: a@x, b@y;" is two entries). */
-export function flattenAddresses(list: readonly ParsedAddress[]): AddressInfo[] {
-  const out: AddressInfo[] = [];
-  for (const entry of list) {
+/**
+ * Flattens addresses, expanding groups into their members ("friends: a@x, b@y;" is two entries),
+ * keeping at most `max`; `total` counts them all. A loop, never a spread: a hostile To: of half a
+ * million addresses overflowed the stack with push(...list) and killed the parse worker.
+ */
+export function flattenAddresses(list: readonly ParsedAddress[], max: number): { addresses: AddressInfo[]; total: number } {
+  const addresses: AddressInfo[] = [];
+  let total = 0;
+  const pending: (readonly ParsedAddress[])[] = [list];
+  const positions: number[] = [0];
+  while (pending.length > 0) {
+    const top = pending.length - 1;
+    const entry = pending[top]![positions[top]!];
+    if (entry === undefined) {
+      pending.pop();
+      positions.pop();
+      continue;
+    }
+    positions[top]!++;
     if (entry.group) {
-      out.push(...flattenAddresses(entry.group));
+      pending.push(entry.group);
+      positions.push(0);
     } else if (entry.address || entry.name) {
-      out.push({ name: entry.name ?? '', address: entry.address ?? '' });
+      total++;
+      if (addresses.length < max) addresses.push({ name: entry.name ?? '', address: entry.address ?? '' });
     }
   }
-  return out;
+  return { addresses, total };
 }
 
 /**

@@ -24,8 +24,10 @@
  * - parseMessageFile rejecting (spool file unreadable, attachment not writable) rejects the caller's
  *   promise with an Error carrying the worker's message and code: infrastructure, the SMTP side
  *   answers 451 and the client retries.
- * - A worker dying mid-job (an uncaught exception, out of memory) rejects that job the same way, after
- *   removing the job's attachmentsDir, and a replacement worker is started. Logged at error.
+ * - A worker dying mid-job (an uncaught exception, out of memory) resolves that job like the hard
+ *   deadline does: the job's attachmentsDir is removed, the message gets no parsed content and
+ *   parseError "parse worker died: ...", and a replacement worker is started. Logged at error.
+ *   Rejecting would answer 451, and a message that kills a worker would then do so at every retry.
  * - A worker that dies before it has loaded (missing build, broken install) is retried with a backoff
  *   (1 s doubling to 30 s); while no worker is up, queued jobs are rejected rather than left waiting.
  *
@@ -40,7 +42,7 @@ import { rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../log/logger.js';
-import type { ParseLimits, ParsedMessage } from './types.js';
+import { unparsed, type ParseLimits, type ParsedMessage } from './types.js';
 import { workerSpawn } from '../util/worker-spawn.js';
 import type { RawSource } from '../util/raw-source.js';
 import type { ParseJobMessage, ParseReplyMessage, WorkerToPoolMessage } from './worker.js';
@@ -274,10 +276,13 @@ export function createParsePool(options: ParsePoolOptions): ParsePool {
       scheduleRetry();
     }
     if (job) {
-      const err = new Error(`parse worker died: ${cause.message}`);
+      // What killed the worker is almost always the message (a part built to exhaust its heap):
+      // refused with 451 it would come back at every retry and kill a worker each time. It is
+      // stored raw instead, as for the hard deadline; only a failure to remove its files rejects.
+      const reason = `parse worker died: ${cause.message}`;
       rm(job.attachmentsDir, { recursive: true, force: true }).then(
-        () => job.reject(err),
-        () => job.reject(err),
+        () => job.resolve(unparsed(reason)),
+        (err: Error) => job.reject(err),
       );
     }
   }
@@ -310,19 +315,5 @@ export function createParsePool(options: ParsePoolOptions): ParsePool {
 
 /** What a job that hit the hard deadline resolves with: nothing parsed, nothing stored. */
 export function timedOut(timeoutMs: number): ParsedMessage {
-  return {
-    messageId: null,
-    subject: null,
-    date: null,
-    from: [],
-    to: [],
-    cc: [],
-    replyTo: [],
-    headers: [],
-    text: null,
-    html: null,
-    truncated: { text: false, html: false },
-    attachments: [],
-    parseError: `parse timed out after ${timeoutMs} ms`,
-  };
+  return unparsed(`parse timed out after ${timeoutMs} ms`);
 }

@@ -37,7 +37,7 @@ import { pipeline } from 'node:stream/promises';
 import { MailParser, type AttachmentStream, type HeaderLines, type Headers, type HeaderValue, type MailParserOptions, type MessageText } from 'mailparser';
 import type { AttachmentMeta, HeaderLine } from '../events/types.js';
 import { capUtf8, cleanToken, decodeHeaderLine, flattenAddresses, oneLine, sanitizeFilename, type ParsedAddress } from './fields.js';
-import type { ParseLimits, ParsedMessage } from './types.js';
+import { unparsed, type ParseLimits, type ParsedMessage } from './types.js';
 
 /** mailsplit's splitter reads these too; @types/mailparser does not know them. */
 interface SplitterOptions {
@@ -142,7 +142,7 @@ export async function parseMessageFile(rawPath: string | null, attachmentsDir: s
       return true;
     };
     const finish = (error: string | null): void => {
-      if (settle(error !== null)) Promise.all(storing).then(() => resolve(result(error)), reject);
+      if (settle(error !== null)) Promise.all(storing).then(() => resolve(safeResult(error)), reject);
     };
     const fail = (err: unknown): void => {
       if (settle(true)) reject(err);
@@ -174,12 +174,29 @@ export async function parseMessageFile(rawPath: string | null, attachmentsDir: s
     input.pipe(parser);
   });
 
+  /**
+   * The result, whatever the message holds: a fault while building it (a bug, or a message built
+   * to find one) must not kill the worker and turn the message into a 451 at every retry; it is
+   * stored raw with the fault in parseError instead.
+   */
+  function safeResult(error: string | null): ParsedMessage {
+    try {
+      return result(error);
+    } catch (err) {
+      return unparsed(oneLine(`building the parsed message failed: ${(err as Error).message}`));
+    }
+  }
+
   function result(error: string | null): ParsedMessage {
     const decoded = headerLines.map((line) => decodeHeaderLine(line.line)).filter((h): h is HeaderLine => h !== null);
     const text = capUtf8(typeof body?.text === 'string' ? body.text : '', limits.maxTextBytes);
     const html = capUtf8(typeof body?.html === 'string' ? body.html : '', limits.maxHtmlBytes);
     const stored = attachments.filter(() => true); // skips the holes a failed attachment leaves
     const notStored = Math.max(0, seen - limits.maxAttachments);
+    const fields = { from: addressesOf(headers.get('from')), to: addressesOf(headers.get('to')), cc: addressesOf(headers.get('cc')), replyTo: addressesOf(headers.get('reply-to')) };
+    const cut = Object.entries(fields)
+      .filter(([, f]) => f.total > f.addresses.length)
+      .map(([name, f]) => `${name}: ${f.total} addresses, the first ${f.addresses.length} kept`);
 
     const problems = [
       error,
@@ -189,16 +206,17 @@ export async function parseMessageFile(rawPath: string | null, attachmentsDir: s
       error === null && decoded.length === 0 ? (empty() ? 'empty message' : 'no header fields found (not an RFC 5322 message)') : null,
       error === null ? missingParts(stored.length + notStored, text.value, html.value) : null,
       notStored > 0 ? `attachment limit ${limits.maxAttachments} reached; ${notStored} attachments not stored` : null,
+      ...cut,
     ].filter((p): p is string => p !== null);
 
     return {
       messageId: stringHeader(headers.get('message-id')),
       subject: stringHeader(headers.get('subject')),
       date: dateOf(decoded),
-      from: addressesOf(headers.get('from')),
-      to: addressesOf(headers.get('to')),
-      cc: addressesOf(headers.get('cc')),
-      replyTo: addressesOf(headers.get('reply-to')),
+      from: fields.from.addresses,
+      to: fields.to.addresses,
+      cc: fields.cc.addresses,
+      replyTo: fields.replyTo.addresses,
       headers: decoded.slice(0, limits.maxHeaders),
       text: text.value === '' ? null : text.value,
       html: html.value === '' ? null : html.value,
@@ -231,16 +249,19 @@ function isStructured(value: HeaderValue | undefined): value is { value: string;
   return typeof value === 'object' && value !== null && !Array.isArray(value) && 'params' in value;
 }
 
+/** Addresses kept per field (From, To, Cc, Reply-To): the event's size stays bounded; the rest are counted in parseError. */
+export const MAX_ADDRESSES_PER_FIELD = 1000;
+
 /** From, To, Cc, Reply-To: mailparser gives one AddressObject, or an array of them for repeated headers. */
-function addressesOf(value: HeaderValue | undefined): ParsedMessage['from'] {
+function addressesOf(value: HeaderValue | undefined): { addresses: ParsedMessage['from']; total: number } {
   const objects = Array.isArray(value) ? value : [value];
   const list: ParsedAddress[] = [];
   for (const object of objects) {
     if (typeof object === 'object' && object !== null && 'value' in object && Array.isArray(object.value)) {
-      list.push(...(object.value as ParsedAddress[]));
+      list.push({ name: '', address: '', group: object.value as ParsedAddress[] });
     }
   }
-  return flattenAddresses(list);
+  return flattenAddresses(list, MAX_ADDRESSES_PER_FIELD);
 }
 
 /** The last Date header (mailparser's choice for single-valued headers) as ISO 8601, or null. */

@@ -5,7 +5,7 @@
  */
 import Database from 'better-sqlite3';
 import { createHash, createHmac } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -284,6 +284,34 @@ describe('webhooks', () => {
     await waitDelivery(second, event.id, (d) => d.status === 'delivered');
     expect(r.requests).toHaveLength(1);
     expect(JSON.parse(r.requests[0]!.body)).toEqual({ type: 'mail.received', data: event });
+  });
+
+  it('an event enqueued again after the delivery store lost its last transactions (a power cut) keeps its delivery id', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailwire-webhooks-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const r = await receiver();
+    const config = [hook(r.url())];
+    const first = await app(config, dir);
+    await first.stop();
+    // The delivery store as a power cut may leave it: from before the event was enqueued.
+    const dbFile = join(dir, 'data', 'webhooks.sqlite');
+    const before = readFileSync(dbFile);
+    const store = openSqliteStore(join(dir, 'data'));
+    const raw = join(dir, 'raw.eml');
+    writeFileSync(raw, 'Subject: twice\r\n\r\nbody\r\n');
+    const event = makeEvent({ envelope: { rcptTo: ['user@example.test'] } });
+    await store.commit(event, { path: raw });
+    await store.close();
+    const second = await app(config, dir);
+    await waitDelivery(second, event.id, (d) => d.status === 'delivered');
+    await second.stop();
+    writeFileSync(dbFile, before);
+    const third = await app(config, dir);
+    await waitDelivery(third, event.id, (d) => d.status === 'delivered');
+    expect(r.requests).toHaveLength(2);
+    const [a, b] = r.requests.map((q) => q.headers['x-mailwire-delivery']);
+    expect(a).toMatch(/^[0-7][0-9A-HJKMNP-TV-Z]{25}$/);
+    expect(b).toBe(a);
   });
 
   it('stops retrying for good on 410 Gone', async () => {

@@ -12,7 +12,7 @@
  */
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
-import { newMessageId } from '../events/id.js';
+import { createHash } from 'node:crypto';
 import type { Logger } from '../log/logger.js';
 
 export type DeliveryStatus = 'pending' | 'delivered' | 'failed' | 'gone' | 'cancelled';
@@ -280,7 +280,7 @@ export class WebhookDeliveryStore {
           dropped.set(item.webhook, (dropped.get(item.webhook) ?? 0) + 1);
           count--;
         }
-        const info = s.insert.run(newMessageId(), item.webhook, item.eventType, item.eventId, item.logSeq, item.payload, now, now);
+        const info = s.insert.run(deliveryId(item.webhook, item.eventType, item.eventId), item.webhook, item.eventType, item.eventId, item.logSeq, item.payload, now, now);
         pending.set(item.webhook, count + info.changes);
       }
       for (const [webhook, seq] of cursors) s.setCursor.run(webhook, seq);
@@ -444,4 +444,27 @@ export function deliveryStorePath(dataDir: string): string {
 
 export function openWebhookDeliveryStore(dataDir: string, logger: Logger): WebhookDeliveryStore {
   return new WebhookDeliveryStore(dataDir, logger);
+}
+
+const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+
+/**
+ * A delivery's id (X-Mailwire-Delivery), derived from the webhook and the event: an event
+ * enqueued again gets the id the receiver may have seen already, and can be deduplicated. That
+ * happens after a power cut: the delivery store runs with synchronous=NORMAL, so its last
+ * enqueues can roll back with their cursor, and the start-up catch-up enqueues those events
+ * again (a random id made them new deliveries). 26 characters of Crockford base32, the shape of
+ * every other mailwire id (the first character 0-7, as in a ULID).
+ */
+export function deliveryId(webhook: string, eventType: string, eventId: string): string {
+  const digest = createHash('sha256').update(`${webhook}\0${eventType}\0${eventId}`).digest();
+  let id = '';
+  for (let i = 0; i < 26; i++) {
+    // 5 bits at a time from the digest's first 130 bits.
+    const bit = i * 5;
+    const byte = bit >> 3;
+    const value = (((digest[byte]! << 8) | digest[byte + 1]!) >> (11 - (bit & 7))) & 31;
+    id += CROCKFORD[i === 0 ? value & 7 : value];
+  }
+  return id;
 }

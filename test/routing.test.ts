@@ -309,6 +309,22 @@ describe('tables in a config directory', () => {
     t.close();
   });
 
+  it('warns about a password or authinfo file other users can read, unless it holds nothing but comments (as shipped)', () => {
+    const shipped = capture();
+    const d1 = dir({ password: '# user: {SSHA}...\n', authinfo: '# key:\n#   username: u\n' });
+    for (const f of ['password', 'authinfo']) chmodSync(join(d1, f), 0o644);
+    createRouting(d1, shipped.logger, { ...opts, watch: false }).close();
+    expect(shipped.lines().filter((l) => String(l.msg).includes('readable by other users'))).toEqual([]);
+
+    const filled = capture();
+    const d2 = dir({ password: "haineko: '{SSHA}9p2euyteR33mp0TYKjmYhTlIt1ctxuRn'\n" });
+    chmodSync(join(d2, 'password'), 0o644);
+    createRouting(d2, filled.logger, { ...opts, watch: false }).close();
+    expect(filled.lines().filter((l) => String(l.msg).includes('readable by other users')).map((l) => l.msg)).toEqual([
+      `password is readable by other users; run: chmod 600 ${join(d2, 'password')}`,
+    ]);
+  });
+
   it('a file with every key commented out means the same as no file', () => {
     const t = createRouting(dir({ recipients: '# open-relay: 0\n', relayhosts: '# nothing\n' }), silentLogger(), { ...opts, watch: false });
     expect(t.recipientAllowed('root@mx.mailwire.test')).toBe(true);

@@ -3,7 +3,7 @@
  * edit applies at once and a broken edit keeps the last good version. Derived lookups (domain
  * index, CIDR list, decoded password hashes) are rebuilt once per reload, not per request.
  */
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { ConfigError } from '../config/load.js';
 import { WatchedTable } from '../config/table.js';
 import type { Logger } from '../log/logger.js';
@@ -177,7 +177,8 @@ export function routingFromTables(tables: Partial<RoutingTables>, opts: RoutingO
 function warnIfReadable(path: string, name: string, log: Logger): void {
   try {
     const mode = statSync(path).mode & 0o777;
-    if (mode & 0o077) {
+    // A file with nothing but comments (as shipped) holds no secret to protect.
+    if (mode & 0o077 && /^[ \t]*[^#\s]/m.test(readFileSync(path, 'utf8'))) {
       log.warn({ table: name, path, mode: mode.toString(8).padStart(4, '0') }, `${name} is readable by other users; run: chmod 600 ${path}`);
     }
   } catch {

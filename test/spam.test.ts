@@ -96,6 +96,15 @@ describe('scoreFile against a real spamd', () => {
     });
   });
 
+  it('a sender cannot hide rules: a hit detail longer than 76 characters (printed flush left) does not end the table', async () => {
+    const bytes = Buffer.from(`From: ${'a'.repeat(90)}@gmail.com\r\nTo: b@example.test\r\nSubject: long detail\r\n\r\nbody\r\n`);
+    const [ours, theirs] = await Promise.all([scoreBuffer(bytes, options()), spamc(bytes)]);
+    expect(theirs.rules).toContain('FREEMAIL_FROM');
+    expect(theirs.rules.indexOf('FREEMAIL_FROM')).toBeLessThan(theirs.rules.length - 1); // rules follow the long detail
+    expect(ours.rules.map((r) => r.name).sort()).toEqual([...theirs.rules].sort());
+    expect(ours.score).toBe(theirs.score);
+  });
+
   it('the binary attachment is scored on its raw bytes (NULL_IN_BODY fires)', async () => {
     const result = await scoreFile(MESSAGES['attachment-binary.eml'], options());
     expect(result.rules.map((r) => r.name)).toContain('NULL_IN_BODY');

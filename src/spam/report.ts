@@ -95,9 +95,13 @@ export function parseReportTable(report: string): SpamRule[] {
       if (rules.length === MAX_RULES) break;
       last = { name: row[2] ?? '', score: Number(row[1]), description: clip((row[3] ?? '').trim()) };
       rules.push(last);
+    } else if (last && HIT_DETAIL.test(line.trim())) {
+      // A rule's hit detail ("[addr(at)example.org]"): indented, except that SpamAssassin prints
+      // one longer than 76 characters with %78s, flush left. The sender chooses what is in it,
+      // so a long one must not end the table and hide the rules after it.
+      continue;
     } else if (last && /^\s+\S/.test(line)) {
-      const text = line.trim();
-      if (!HIT_DETAIL.test(text)) last.description = clip(`${last.description} ${text}`.trim());
+      last.description = clip(`${last.description} ${line.trim()}`.trim());
     } else {
       break; // an empty line or anything else ends the table
     }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { capUtf8, cleanToken, decodeEncodedWords, decodeHeaderLine, flattenAddresses, oneLine, sanitizeFilename } from '../src/parse/fields.js';
+import { capUtf8, cleanToken, decodeEncodedWords, decodeHeaderLine, flattenAddresses, oneLine, parseMailDate, sanitizeFilename } from '../src/parse/fields.js';
 
 describe('decodeEncodedWords (RFC 2047)', () => {
   it('decodes B and Q words; "_" is a space in Q', () => {
@@ -123,5 +123,26 @@ describe('flattenAddresses and oneLine', () => {
   it('makes an error one line of at most 500 characters', () => {
     expect(oneLine('a\r\n  b\tc')).toBe('a b c');
     expect(oneLine('x'.repeat(600))).toHaveLength(500);
+  });
+});
+
+describe('parseMailDate', () => {
+  it('reads RFC 5322 dates, obsolete forms included', () => {
+    const cases: [string, string][] = [
+      ['Sat, 21 Nov 2026 10:00:00 +0100', '2026-11-21T09:00:00.000Z'],
+      ['Mon,  7 Dec 2026 00:52:48 +0000 (UTC)', '2026-12-07T00:52:48.000Z'],
+      ['7 Dec 2026 00:52 -0530', '2026-12-07T06:22:00.000Z'],
+      ['Tue, 1 Jan 2030 12:00:00 GMT', '2030-01-01T12:00:00.000Z'],
+      ['Tue, 1 Jan 30 12:00:00 EST', '2030-01-01T17:00:00.000Z'],
+      ['Tue, 1 Jan 99 12:00:00 PDT', '1999-01-01T19:00:00.000Z'],
+      ['Tue, 1 Jan 2030 12:00:00 Z', '2030-01-01T12:00:00.000Z'],
+    ];
+    for (const [value, iso] of cases) expect(parseMailDate(value), value).toBe(iso);
+  });
+
+  it('is null for what is not an RFC 5322 date-time, where JavaScript would guess', () => {
+    for (const value of ['foo 12', '1', 'Mon, 1 Jan 10000 00:00:00 +0000', 'Mon, 1 Jan 1800 00:00:00 +0000', 'Mon, 31 Feb 2026 10:00:00 +0000', 'Mon, 1 Jan 2026 10:00:00', 'Mon, 1 Jan 2026 25:00:00 +0000', '2026-01-01T10:00:00Z', '']) {
+      expect(parseMailDate(value), value).toBeNull();
+    }
   });
 });

@@ -189,3 +189,37 @@ export function decodeEncodedWords(value: string): string {
   flush();
   return out + value.slice(last);
 }
+
+const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'];
+/** RFC 5322 3.3 (obsolete forms included): [day-of-week ","] day month year hour:minute[:second] zone [comment]. */
+const MAIL_DATE = /^(?:[a-z]{3}\s*,\s*)?(\d{1,2})\s+([a-z]{3})\s+(\d{2,4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*([+-]\d{4}|ut|gmt|[ecmp][sd]t|[a-ik-z])\s*(?:\(.*\))?$/i;
+/** RFC 5322 4.3: the obsolete US zone names; military letters are to be read as -0000 (their sign was never agreed). */
+const ZONES: Record<string, number> = { ut: 0, gmt: 0, edt: -4, est: -5, cdt: -5, cst: -6, mdt: -6, mst: -7, pdt: -7, pst: -8 };
+
+/**
+ * A Date header's value as ISO 8601, or null when it is not an RFC 5322 date-time. Strict where
+ * JavaScript's Date is lenient: a zone is required (without one, Date reads the server's local
+ * time), "foo 12" is not a date (Date makes it 2001-12-01), and the year must be 1900-9999 (the
+ * event's `date` is an RFC 3339 date-time, which has four-digit years).
+ */
+export function parseMailDate(value: string): string | null {
+  const m = MAIL_DATE.exec(value.trim());
+  if (!m) return null;
+  const [, day, monthName, yearText, hour, minute, second, zone] = m;
+  const month = MONTHS.indexOf(monthName!.toLowerCase());
+  if (month === -1) return null;
+  let year = Number(yearText);
+  // RFC 5322 4.3: a two-digit year 00-49 is 2000-2049, 50-99 and three digits add 1900.
+  if (yearText!.length === 2) year += year < 50 ? 2000 : 1900;
+  else if (yearText!.length === 3) year += 1900;
+  if (year < 1900 || year > 9999) return null;
+  const [d, h, min, sec] = [Number(day), Number(hour), Number(minute), Number(second ?? 0)];
+  if (h > 23 || min > 59 || sec > 60) return null;
+  const z = zone!.toLowerCase();
+  const offsetMinutes = /^[+-]\d{4}$/.test(z) ? (z[0] === '-' ? -1 : 1) * (Number(z.slice(1, 3)) * 60 + Number(z.slice(3, 5))) : (ZONES[z] ?? 0) * 60;
+  const local = Date.UTC(year, month, d, h, min, Math.min(sec, 59));
+  const check = new Date(local);
+  // 31 Feb would roll over into March.
+  if (check.getUTCDate() !== d || check.getUTCMonth() !== month) return null;
+  return new Date(local - offsetMinutes * 60_000).toISOString();
+}

@@ -36,7 +36,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { MailParser, type AttachmentStream, type HeaderLines, type Headers, type HeaderValue, type MailParserOptions, type MessageText } from 'mailparser';
 import type { AttachmentMeta, HeaderLine } from '../events/types.js';
-import { capUtf8, cleanToken, decodeHeaderLine, flattenAddresses, oneLine, sanitizeFilename, type ParsedAddress } from './fields.js';
+import { capUtf8, cleanToken, decodeHeaderLine, flattenAddresses, oneLine, parseMailDate, sanitizeFilename, type ParsedAddress } from './fields.js';
 import { unparsed, type ParseLimits, type ParsedMessage } from './types.js';
 
 /** mailsplit's splitter reads these too; @types/mailparser does not know them. */
@@ -268,7 +268,5 @@ function addressesOf(value: HeaderValue | undefined): { addresses: ParsedMessage
 function dateOf(headerList: readonly HeaderLine[]): string | null {
   let value: string | null = null;
   for (const header of headerList) if (header.name.toLowerCase() === 'date') value = header.value;
-  if (value === null) return null;
-  const date = new Date(value);
-  return Number.isNaN(date.getTime()) ? null : date.toISOString();
+  return value === null ? null : parseMailDate(value);
 }

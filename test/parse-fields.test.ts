@@ -9,6 +9,8 @@ describe('decodeEncodedWords (RFC 2047)', () => {
 
   it('drops whitespace between adjacent words, keeps it next to plain text', () => {
     expect(decodeEncodedWords('=?UTF-8?Q?a?= =?UTF-8?Q?b?=')).toBe('ab');
+    // ISO-2022-JP: each word ends in ASCII mode (RFC 1468), the way long Japanese subjects are written.
+    expect(decodeEncodedWords('=?ISO-2022-JP?B?GyRCJEgkRhsoQg==?= =?ISO-2022-JP?B?GyRCJGIbKEI=?=')).toBe('とても');
     expect(decodeEncodedWords('=?UTF-8?Q?a?=\t =?ISO-8859-1?Q?=E9?=')).toBe('aé');
     expect(decodeEncodedWords('Re: =?UTF-8?Q?caf=C3=A9?= ok')).toBe('Re: café ok');
   });

@@ -155,6 +155,12 @@ function wordBytes(encoding: string, text: string): Buffer {
  * WHATWG Encoding Standard via TextDecoder (UTF-8, ISO-2022-JP, Shift_JIS, ISO-8859-x, Windows-125x,
  * KOI8, GB18030, Big5, EUC-KR, ...); a word in an unknown charset is left as written.
  */
+/** Ends with ESC ( B or ESC ( J: back to ASCII (or JIS-Roman) in ISO-2022-JP. */
+function endsInAsciiEscape(bytes: Buffer): boolean {
+  const n = bytes.length;
+  return n >= 3 && bytes[n - 3] === 0x1b && bytes[n - 2] === 0x28 && (bytes[n - 1] === 0x42 || bytes[n - 1] === 0x4a);
+}
+
 export function decodeEncodedWords(value: string): string {
   if (!value.includes('=?')) return value;
   let out = '';
@@ -175,8 +181,17 @@ export function decodeEncodedWords(value: string): string {
     const between = value.slice(last, start);
     // RFC 2231 allows a language after the charset: "utf-8*en".
     const charset = charsetSpec.split('*')[0]?.toLowerCase() ?? '';
+    // Adjacent words of one charset are decoded together: a character may be split across two.
     if (run && /^[ \t]*$/.test(between) && run.charset === charset) {
-      run.bytes.push(wordBytes(encoding, text));
+      const bytes = wordBytes(encoding, text);
+      // ISO-2022-*: each word should end back in ASCII (RFC 1468). Joined, that escape right
+      // before the next word's own escape is an error to the decoder (U+FFFD between the
+      // words), so it is dropped; it selects nothing the next escape does not replace.
+      const previous = run.bytes[run.bytes.length - 1]!;
+      if (charset.startsWith('iso-2022-') && bytes[0] === 0x1b && endsInAsciiEscape(previous)) {
+        run.bytes[run.bytes.length - 1] = previous.subarray(0, previous.length - 3);
+      }
+      run.bytes.push(bytes);
       run.source += between + word;
     } else {
       flush();

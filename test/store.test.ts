@@ -88,7 +88,7 @@ describe('commit and get', () => {
     await store.close();
     // What version 1 looked like: no raw column, no log horizon.
     const db = new Database(join(dataDir, 'mailwire.db'));
-    db.exec('ALTER TABLE messages DROP COLUMN raw; DROP TABLE log_horizon; ALTER TABLE events DROP COLUMN logged_at');
+    db.exec('DROP TRIGGER message_search_insert; DROP TRIGGER message_search_delete; DROP TABLE message_search; ALTER TABLE messages DROP COLUMN raw; DROP TABLE log_horizon; ALTER TABLE events DROP COLUMN logged_at');
     db.pragma('user_version = 1');
     db.close();
     store = openSqliteStore(dataDir);
@@ -99,6 +99,31 @@ describe('commit and get', () => {
     const next = makeEvent();
     expect(await store.commit(next, { bytes: Buffer.from('new') })).toBe('inserted');
     expect(store.raw(next.id)).toEqual({ bytes: Buffer.from('new') });
+  });
+
+  it('migrates a store of schema version 3: the messages it holds are found by q, and a delete leaves no search row', async () => {
+    const old = makeEvent({ subject: 'Kept from version three' });
+    await commitWithRaw(old, 'stored by version 3');
+    await store.close();
+    const db = new Database(join(dataDir, 'mailwire.db'));
+    db.exec('DROP TRIGGER message_search_insert; DROP TRIGGER message_search_delete; DROP TABLE message_search');
+    db.pragma('user_version = 3');
+    db.close();
+    store = openSqliteStore(dataDir);
+    const fresh = makeEvent({ subject: 'Stored by version four' });
+    await commitWithRaw(fresh, 'new');
+    expect(store.list({ limit: 10, q: 'version three' }).items.map((i) => i.id)).toEqual([old.id]);
+    expect(store.list({ limit: 10, q: 'version four' }).items.map((i) => i.id)).toEqual([fresh.id]);
+    expect(store.list({ limit: 10, q: 'VERSION' }).items.map((i) => i.id)).toEqual([fresh.id, old.id]);
+    expect(await store.delete(old.id)).toBe(true);
+    await store.close();
+    const check = new Database(join(dataDir, 'mailwire.db'), { readonly: true });
+    try {
+      expect(check.prepare('SELECT count(*) AS n FROM message_search').get()).toEqual({ n: 1 });
+    } finally {
+      check.close();
+    }
+    store = openSqliteStore(dataDir);
   });
 
   it('keeps an existing raw file from an earlier, interrupted attempt', async () => {
@@ -456,7 +481,7 @@ describe('lifecycle', () => {
     const other = new Database(join(dataDir, 'mailwire.db'), { readonly: true });
     try {
       expect(other.pragma('journal_mode', { simple: true })).toBe('wal');
-      expect(other.pragma('user_version', { simple: true })).toBe(3);
+      expect(other.pragma('user_version', { simple: true })).toBe(4);
     } finally {
       other.close();
     }

@@ -397,9 +397,15 @@ class SqliteStore implements SqliteMessageStore {
       from = 'message_rcpt r JOIN messages m ON m.seq = r.seq';
       seqCol = 'r.seq';
       where.push('r.rcpt = @rcpt');
+      // The recipient's index range is walked first; only its messages are searched.
+      if (q) where.push('instr(m.search_text, @q) > 0');
+    } else if (q) {
+      // Scanned newest first in the narrow search table (migration 4), not in messages.
+      from = 'message_search s JOIN messages m ON m.seq = s.seq';
+      seqCol = 's.seq';
+      where.push('instr(s.text, @q) > 0');
     }
     if (before) where.push(`${seqCol} < @before`);
-    if (q) where.push('instr(m.search_text, @q) > 0');
     const sql =
       `SELECT ${SUMMARY_COLUMNS} FROM ${from}` +
       (where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '') +

@@ -3,7 +3,7 @@
  * through it, a failed item of a batch fails alone, and a writer thread that dies fails only
  * what it held; the next one takes over.
  */
-import { mkdtempSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -96,6 +96,44 @@ describe('the writer thread', () => {
     expect(await store.commit(held, { bytes: Buffer.from('2') })).toBe('inserted');
     expect(await store.delete(first.id)).toBe(true);
     expect(store.list({}).items.map((m) => m.subject)).toEqual(['held']);
+  });
+
+  it('a delete the writer committed before dying (its answer lost) is finished: true, files removed, so the caller publishes it', async () => {
+    const event = makeEvent({ subject: 'big', size: 200_000 });
+    const rawFile = join(dir, 'raw.eml');
+    writeFileSync(rawFile, 'x'.repeat(200_000));
+    expect(await store.commit(event, { path: rawFile })).toBe('inserted');
+    const stored = join(dir, 'messages', `${event.id}.eml`);
+    expect(existsSync(stored)).toBe(true);
+    // The transaction commits (as the thread would), then the thread dies before answering.
+    const writer = new StoreWriter(join(dir, 'mailwire.db'));
+    let thread: Worker | undefined;
+    vi.spyOn(Worker.prototype, 'postMessage').mockImplementation(function (this: Worker) {
+      thread = this;
+      writer.delete(event.id, new Date().toISOString());
+    });
+    const deleting = store.delete(event.id);
+    await waitFor(async () => thread);
+    vi.restoreAllMocks();
+    await thread!.terminate();
+    writer.close();
+    expect(await deleting).toBe(true);
+    expect(existsSync(stored)).toBe(false);
+    expect(store.get(event.id)).toBeNull();
+    await waitFor(async () => store.healthy());
+    // Nothing was deleted when the thread died before the transaction: the error stands.
+    const kept = makeEvent({ subject: 'kept' });
+    expect(await store.commit(kept, { bytes: Buffer.from('k') })).toBe('inserted');
+    vi.spyOn(Worker.prototype, 'postMessage').mockImplementation(function (this: Worker) {
+      thread = this;
+    });
+    thread = undefined;
+    const failing = store.delete(kept.id);
+    await waitFor(async () => thread);
+    vi.restoreAllMocks();
+    await thread!.terminate();
+    await expect(failing).rejects.toThrow(/the store writer thread exited/);
+    expect(store.get(kept.id)?.subject).toBe('kept');
   });
 
   it('close waits for the writes already asked for, even those still waiting for their batch; after it, writes are refused', async () => {

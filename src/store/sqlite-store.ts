@@ -159,6 +159,7 @@ class SqliteStore implements SqliteMessageStore {
   readonly #selectLive: Database.Statement<[string], { seq: number }>;
   readonly #selectRaw: Database.Statement<[string], { raw: Buffer | null }>;
   readonly #selectReceived: Database.Statement<[string], { seq: number }>;
+  readonly #selectDeletedLog: Database.Statement<[string], { seq: number }>;
   readonly #selectLogAfter: Database.Statement<[number, number], LogRow>;
   readonly #selectLogHeadsAfter: Database.Statement<[number, number], LogHeadRow>;
   readonly #selectLastSeq: Database.Statement<[], { seq: number }>;
@@ -212,6 +213,8 @@ class SqliteStore implements SqliteMessageStore {
     this.#selectLive = db.prepare('SELECT seq FROM messages WHERE id = ?');
     this.#selectRaw = db.prepare('SELECT raw FROM messages WHERE id = ?');
     this.#selectReceived = db.prepare("SELECT seq FROM events WHERE type = 'mail.received' AND id = ?");
+    // Only on the rare path of a delete whose answer was lost (no index on id for mail.deleted).
+    this.#selectDeletedLog = db.prepare("SELECT seq FROM events WHERE type = 'mail.deleted' AND id = ? LIMIT 1");
     // A received entry whose message is gone is filtered here, in SQL, so a page of `limit`
     // rows is never cut short by deleted messages (the caller pages until it gets fewer).
     this.#selectLogAfter = db.prepare(
@@ -439,7 +442,18 @@ class SqliteStore implements SqliteMessageStore {
     if (!isMessageId(id)) return false;
     // Row first, files second: a crash in between leaves unreferenced files (harmless),
     // never a visible message whose raw file is gone.
-    if (!(await this.#writer.call<boolean>({ op: 'delete', id, at: new Date().toISOString() }))) return false;
+    let deleted: boolean;
+    try {
+      deleted = await this.#writer.call<boolean>({ op: 'delete', id, at: new Date().toISOString() });
+    } catch (err) {
+      // The writer thread may have committed the delete and died before answering: then the
+      // row is gone and its mail.deleted logged. Finished here (files, and the caller's
+      // publish), or the files would stay forever and the feed and webhooks would not hear of
+      // it until some later event woke them.
+      if (this.#closing || !this.#deleteCommitted(id)) throw err;
+      deleted = true;
+    }
+    if (!deleted) return false;
     try {
       await this.#removeFiles(id);
     } catch (err) {
@@ -447,6 +461,15 @@ class SqliteStore implements SqliteMessageStore {
     }
     this.#log.debug({ id }, 'delete');
     return true;
+  }
+
+  /** The message is gone and its mail.deleted logged (false too when that cannot be read). */
+  #deleteCommitted(id: string): boolean {
+    try {
+      return this.#selectLive.get(id) === undefined && this.#selectDeletedLog.get(id) !== undefined;
+    } catch {
+      return false;
+    }
   }
 
   eventsAfter(since: { seq: number } | { id: string }, limit: number): LoggedEvent[] | null {

@@ -264,21 +264,37 @@ describe('webhooks', () => {
     expect((await deliveriesOf(second, id)).length).toBe(1);
   });
 
-  it('delivers an event committed while nothing enqueued it (a crash after commit)', async () => {
+  /**
+   * A data directory whose webhook cursor a first run has set at the end of the event log, with
+   * a receiver; `commitBehind` then stores a message with no app running (nothing enqueues it).
+   */
+  async function afterFirstRun(): Promise<{ dir: string; r: Receiver; config: Record<string, unknown>[]; commitBehind(subject: string): Promise<MailEvent> }> {
     const dir = mkdtempSync(join(tmpdir(), 'mailwire-webhooks-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const r = await receiver();
     const config = [hook(r.url())];
-    // A first run sets the webhook's cursor at the end of the event log.
     const first = await app(config, dir);
     await first.stop();
+    return {
+      dir,
+      r,
+      config,
+      async commitBehind(subject) {
+        const store = openSqliteStore(join(dir, 'data'));
+        const raw = join(dir, 'raw.eml');
+        writeFileSync(raw, `Subject: ${subject}\r\n\r\nbody\r\n`);
+        const event = makeEvent({ envelope: { rcptTo: ['user@example.test'] } });
+        expect(await store.commit(event, { path: raw })).toBe('inserted');
+        await store.close();
+        return event;
+      },
+    };
+  }
+
+  it('delivers an event committed while nothing enqueued it (a crash after commit)', async () => {
+    const { dir, r, config, commitBehind } = await afterFirstRun();
     // The store commits a message, and the process "dies" before the bus reaches the webhooks.
-    const store = openSqliteStore(join(dir, 'data'));
-    const raw = join(dir, 'raw.eml');
-    writeFileSync(raw, 'Subject: crash\r\n\r\nbody\r\n');
-    const event = makeEvent({ envelope: { rcptTo: ['user@example.test'] } });
-    expect(await store.commit(event, { path: raw })).toBe('inserted');
-    await store.close();
+    const event = await commitBehind('crash');
 
     const second = await app(config, dir);
     await waitDelivery(second, event.id, (d) => d.status === 'delivered');
@@ -287,21 +303,11 @@ describe('webhooks', () => {
   });
 
   it('an event enqueued again after the delivery store lost its last transactions (a power cut) keeps its delivery id', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'mailwire-webhooks-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const r = await receiver();
-    const config = [hook(r.url())];
-    const first = await app(config, dir);
-    await first.stop();
+    const { dir, r, config, commitBehind } = await afterFirstRun();
     // The delivery store as a power cut may leave it: from before the event was enqueued.
     const dbFile = join(dir, 'data', 'webhooks.sqlite');
     const before = readFileSync(dbFile);
-    const store = openSqliteStore(join(dir, 'data'));
-    const raw = join(dir, 'raw.eml');
-    writeFileSync(raw, 'Subject: twice\r\n\r\nbody\r\n');
-    const event = makeEvent({ envelope: { rcptTo: ['user@example.test'] } });
-    await store.commit(event, { path: raw });
-    await store.close();
+    const event = await commitBehind('twice');
     const second = await app(config, dir);
     await waitDelivery(second, event.id, (d) => d.status === 'delivered');
     await second.stop();

@@ -17,6 +17,7 @@ import { ConfigError, validateConfig } from '../src/config/load.js';
 import { silentLogger } from '../src/log/logger.js';
 import { createMetrics } from '../src/metrics/metrics.js';
 import { openSqliteStore, type SqliteMessageStore } from '../src/store/sqlite-store.js';
+import { deliveryId, openWebhookDeliveryStore } from '../src/store/webhook-deliveries.js';
 import type { MailEvent, MailRejectedEvent } from '../src/events/types.js';
 import { retryDelayMs, WebhookDispatcher } from '../src/webhooks/dispatcher.js';
 import { verifySignature } from '../src/webhooks/signature.js';
@@ -693,3 +694,25 @@ describe('webhook configuration', () => {
 function defaultHash(url: string): string {
   return createHash('sha256').update(url).digest('hex').slice(0, 8);
 }
+
+describe('the webhook delivery store', () => {
+  it('drops for the queue cap the oldest pending delivery that has no attempt in flight', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailwire-deliveries-'));
+    const db = openWebhookDeliveryStore(dir, silentLogger());
+    try {
+      const item = (eventId: string) => ({ webhook: 'hook', eventType: 'mail.received', eventId, logSeq: null, payload: null });
+      const batch = (eventId: string, inflight: number[]) => ({ items: [item(eventId)], cursors: new Map(), caps: new Map([['hook', 2]]), deleted: [], inflight: new Set(inflight) });
+      const [a, b, c] = ['01KAAAAAAAAAAAAAAAAAAAAAAA', '01KBBBBBBBBBBBBBBBBBBBBBBB', '01KCCCCCCCCCCCCCCCCCCCCCCC'];
+      db.enqueue(batch(a, []), 1000);
+      db.enqueue(batch(b, []), 1001);
+      const first = db.get(deliveryId('hook', 'mail.received', a))!.delivery;
+      // a's attempt is running: b goes for c, though a is older.
+      expect(db.enqueue(batch(c, [first.seq]), 1002).dropped).toEqual(new Map([['hook', 1]]));
+      const status = (id: string) => db.get(deliveryId('hook', 'mail.received', id))!.delivery.status;
+      expect([status(a), status(b), status(c)]).toEqual(['pending', 'failed', 'pending']);
+    } finally {
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -205,7 +205,7 @@ export class WebhookDeliveryStore {
       cursor: db.prepare<[string], { seq: number }>('SELECT seq FROM cursors WHERE webhook = ?'),
       setCursor: db.prepare<[string, number]>('INSERT INTO cursors (webhook, seq) VALUES (?, ?) ON CONFLICT (webhook) DO UPDATE SET seq = excluded.seq'),
       pendingCount: db.prepare<[string], { n: number }>("SELECT count(*) AS n FROM deliveries WHERE webhook = ? AND status = 'pending'"),
-      oldestPending: db.prepare<[string], { seq: number }>("SELECT seq FROM deliveries WHERE webhook = ? AND status = 'pending' ORDER BY seq LIMIT 1"),
+      oldestPending: db.prepare<[string, number], { seq: number }>("SELECT seq FROM deliveries WHERE webhook = ? AND status = 'pending' ORDER BY seq LIMIT ?"),
       insert: db.prepare<[string, string, string, string, number | null, string | null, number, number]>(
         `INSERT OR IGNORE INTO deliveries (id, webhook, event_type, event_id, log_seq, payload, status, created_at, next_attempt_at)
          VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
@@ -272,9 +272,10 @@ export class WebhookDeliveryStore {
         let count = pending.get(item.webhook) ?? s.pendingCount.get(item.webhook)?.n ?? 0;
         const cap = caps.get(item.webhook) ?? Infinity;
         // Oldest out: it is the closest to its max age anyway, and a receiver that comes back
-        // after days wants the recent events.
+        // after days wants the recent events. Not one with an attempt in flight: that attempt
+        // may yet succeed, and its row would then say failed for a delivery that was made.
         while (count >= cap) {
-          const oldest = s.oldestPending.get(item.webhook);
+          const oldest = s.oldestPending.all(item.webhook, batch.inflight.size + 1).find((row) => !batch.inflight.has(row.seq));
           if (!oldest) break;
           s.finish.run('failed', now, 'queue full: dropped for a newer event (max_pending)', oldest.seq);
           dropped.set(item.webhook, (dropped.get(item.webhook) ?? 0) + 1);

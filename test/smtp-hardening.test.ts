@@ -256,8 +256,8 @@ describe('graceful stop with a message in processing', () => {
       expect((await midway.command('RCPT TO:<d@example.test>')).code).toBe(250);
       await new Promise((r) => setTimeout(r, 200)); // the busy one is now waiting on spamd
       const stopping = t.app.stop();
-      expect((await idle.command('MAIL FROM:<e@x.test>')).code).toBe(421);
-      expect((await midway.command('DATA')).code).toBe(421);
+      expect((await idle.command('MAIL FROM:<e@x.test>')).raw).toBe('421 4.3.2 Service shutting down, try again later\r\n');
+      expect((await midway.command('DATA')).raw).toBe('421 4.3.2 Service shutting down, try again later\r\n');
       expect((await busy.read(5000)).raw).toMatch(/^250 2\.0\.0 Ok: queued as /);
       await stopping;
       expect(await storedAfterStop(t)).toEqual(['in flight']);

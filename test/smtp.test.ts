@@ -299,6 +299,23 @@ describe('SMTP with a domains table and tight limits', () => {
     c.close();
   });
 
+  it('with smtp.starttls off, STARTTLS is neither offered nor accepted', async () => {
+    const u = await startTestApp({ spamd: false, config: { smtp: { starttls: false } } });
+    try {
+      const c = await RawSmtp.connect(u.smtpPort);
+      await c.read();
+      expect((await c.command('EHLO client.test')).lines.some((l) => l.includes('STARTTLS'))).toBe(false);
+      const reply = await c.command('STARTTLS');
+      expect(reply.code).toBe(500);
+      expect(reply.raw).toMatch(/^500 5\.5\.2 /);
+      // Still plain text: the session goes on.
+      expect((await c.command('NOOP')).code).toBe(250);
+      c.close();
+    } finally {
+      await u.stop();
+    }
+  });
+
   it('matches IDNA domains in either form', async () => {
     const u = await startTestApp({ spamd: false, files: { domains: 'accept: [bücher.example]\n' } });
     try {

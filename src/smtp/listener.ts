@@ -181,7 +181,8 @@ export class SmtpListener {
       hideSTARTTLS: implicitTls || !smtp.starttls,
       // smtp-server hides RFC 2034 enhanced codes by default; clients and tests rely on them.
       hideENHANCEDSTATUSCODES: false,
-      disabledCommands: smtp.auth.enabled ? [] : ['AUTH'],
+      // Off means off: hidden from EHLO is not enough, a client could still send STARTTLS.
+      disabledCommands: [...(smtp.auth.enabled ? [] : ['AUTH']), ...(!implicitTls && !smtp.starttls ? ['STARTTLS'] : [])],
       allowInsecureAuth: !smtp.auth.require_tls,
       authOptional: true,
       authMethods: ['PLAIN', 'LOGIN'],

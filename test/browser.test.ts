@@ -300,6 +300,13 @@ describe('attachments, delete, search', () => {
     await sendMail(t.smtpPort, { subject: liveHit, text: '4' });
     await row(page, liveHit).waitFor({ timeout: LIVE_MS });
     await expect(page.locator('#list li .subject').allTextContents()).resolves.toEqual([liveHit, hit]);
+    // Live, as after a reload: the word only in a To or Cc display name matches too.
+    const viaTo = unique('addressed');
+    const viaCc = unique('copied');
+    await sendMail(t.smtpPort, { to: `Team ${word} <team@example.test>`, subject: viaTo, text: '6' });
+    await sendMail(t.smtpPort, { to: 'dave@example.test', cc: `${word}-list@example.test`, subject: viaCc, text: '7' });
+    await row(page, viaCc).waitFor({ timeout: LIVE_MS });
+    await expect(page.locator('#list li .subject').allTextContents()).resolves.toEqual([viaCc, viaTo, liveHit, hit]);
 
     // Typing a new search reloads the list.
     await page.locator('#q').fill('');
@@ -370,6 +377,35 @@ describe('connection handling', () => {
     const live = unique('live again');
     await sendMail(t.smtpPort, { subject: live, text: 'l' });
     await row(page, live).waitFor({ timeout: LIVE_MS });
+  });
+
+  it('keeps every row while polling, across pages, when a burst of mail was committed in another order than it arrived', async () => {
+    const page = await newPage();
+    await page.routeWebSocket(/\/api\/v1\/events/, (ws) => void ws.close({ code: 1011 }));
+    const word = randomBytes(4).toString('hex');
+    // Ids are given when DATA begins, the list is in commit order. A big message (slow to
+    // receive and parse) that begins first and a small one that begins just after it are
+    // committed the other way round; 49 more then fill the first page (50 rows). The small
+    // one is then the first row of the second page, with a newer id than the first page's
+    // last row, which the viewer took as "covered by the first page, so deleted".
+    const big = sendMail(t.smtpPort, { subject: `burst ${word} big`, text: `${'x'.repeat(76)}\n`.repeat(150_000) });
+    await new Promise((r) => setTimeout(r, 150));
+    const smallId = await sendMail(t.smtpPort, { subject: `burst ${word} small`, text: 's' });
+    const bigId = await big;
+    expect(smallId > bigId).toBe(true);
+    for (let i = 0; i < 49; i += 7) {
+      await Promise.all(Array.from({ length: Math.min(7, 49 - i) }, (_, j) => sendMail(t.smtpPort, { subject: `burst ${word} ${i + j}`, text: 'b' })));
+    }
+    await page.goto(`${t.httpUrl}/?q=${word}`);
+    await page.locator('#status[data-mode="polling"]').waitFor({ timeout: 10_000 });
+    await page.locator('#more').click();
+    await waitFor(async () => (await page.locator('#list li').count()) === 51);
+    // Several polls (every 500 ms): nothing may go missing.
+    await new Promise((r) => setTimeout(r, 2000));
+    await expect(page.locator('#list li').count()).resolves.toBe(51);
+    // A real deletion still goes.
+    expect((await fetch(`${t.httpUrl}/api/v1/messages/${smallId}`, { method: 'DELETE' })).status).toBe(204);
+    await waitFor(async () => (await page.locator('#list li').count()) === 50);
   });
 
   it('reconnects with since after the socket drops and shows what arrived meanwhile, once', async () => {

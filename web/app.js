@@ -83,12 +83,19 @@ function toSummary(x) {
 }
 
 /** The store's search, approximated for live events: subject, from and to, case-insensitive. */
-function matchesFilters(s) {
-  if (state.rcpt && !s.rcptTo.some((r) => r.toLowerCase() === state.rcpt.toLowerCase())) return false;
+/**
+ * Whether a live event belongs in the list as filtered: the same test as the server's list
+ * (src/store/writer.ts, search_text): the query is a substring of the subject, the envelope
+ * sender, From, To and Cc written as "Name <address>", and the envelope recipients.
+ */
+function matchesFilters(event) {
+  const rcptTo = event.envelope?.rcptTo ?? event.rcptTo ?? [];
+  const mailFrom = event.envelope?.mailFrom ?? event.mailFrom ?? '';
+  if (state.rcpt && !rcptTo.some((r) => r.toLowerCase() === state.rcpt.toLowerCase())) return false;
   if (!state.q) return true;
-  const q = state.q.toLowerCase();
-  const fields = [s.subject ?? '', s.mailFrom, ...s.rcptTo, ...s.from.flatMap((a) => [a.name, a.address])];
-  return fields.some((f) => f && f.toLowerCase().includes(q));
+  const addresses = (list) => (list ?? []).map((a) => (a.name ? `${a.name} <${a.address}>` : a.address)).join(', ');
+  const text = [event.subject ?? '', mailFrom, addresses(event.from), addresses([...(event.to ?? []), ...(event.cc ?? [])]), rcptTo.join(', ')].join('\n');
+  return text.toLowerCase().includes(state.q.toLowerCase());
 }
 
 /** The first page for the current filters; then the feed follows from its newest message. */
@@ -125,11 +132,27 @@ async function refreshList() {
   if (generation !== state.listGeneration) return;
   showError(null);
   const ids = new Set(page.items.map((s) => s.id));
-  // Everything newer than the page's oldest row is covered by the page; a full page says
-  // nothing about older rows.
+  // A row the page lacks was deleted, unless it is older than the page: the list is in commit
+  // order and ids in order of arrival, which a burst of mail can mix up near the page's end.
+  // A page that is not full covers everything; for a full one, the server is asked about the
+  // rows that arrived after the page's oldest (a few at most, outside a burst).
   const oldest = page.next === null ? '' : (page.items[page.items.length - 1]?.id ?? '');
-  for (const s of state.items) if (s.id >= oldest && !ids.has(s.id)) removeMessage(s.id);
+  const missing = state.items.filter((s) => s.id >= oldest && !ids.has(s.id)).map((s) => s.id);
+  const gone = page.next === null ? missing : await deletedOf(missing);
+  if (generation !== state.listGeneration) return;
+  for (const id of gone) removeMessage(id);
   for (const s of page.items) addMessage(s, false);
+}
+
+/** Which of these messages the server no longer has (at most a page's worth are asked about). */
+async function deletedOf(ids) {
+  const answers = await Promise.all(
+    ids.slice(0, 50).map(async (id) => {
+      const res = await fetch(`/api/v1/messages/${encodeURIComponent(id)}`, { method: 'HEAD' }).catch(() => null);
+      return res?.status === 404 ? id : null;
+    }),
+  );
+  return answers.filter((id) => id !== null);
 }
 
 async function loadOlder() {
@@ -144,8 +167,7 @@ async function loadOlder() {
 
 function handleFrame(frame) {
   if (frame.type === 'mail.received' && frame.data?.id) {
-    const summary = toSummary(frame.data);
-    if (matchesFilters(summary)) addMessage(summary, true);
+    if (matchesFilters(frame.data)) addMessage(toSummary(frame.data), true);
   } else if (frame.type === 'mail.deleted' && frame.data?.id) {
     removeMessage(frame.data.id);
   }

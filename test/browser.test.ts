@@ -283,6 +283,32 @@ describe('attachments, delete, search', () => {
     expect(res.status).toBe(404);
   });
 
+  it('works from the keyboard: Enter opens a message and focuses it, arrows move between tabs, Delete leaves focus on the next row', async () => {
+    const page = await newPage();
+    const word = randomBytes(4).toString('hex');
+    const [older, newer] = [`kbd ${word} older`, `kbd ${word} newer`];
+    await sendMail(t.smtpPort, { subject: older, text: 'o' });
+    await sendMail(t.smtpPort, { subject: newer, text: 'n' });
+    await openViewer(page, `?q=${word}`);
+    await row(page, newer).locator('a').focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#detail .message-subject').filter({ hasText: newer }).waitFor();
+    await waitFor(async () => (await page.evaluate(() => document.activeElement?.classList.contains('message-subject'))) === true);
+    // Tabs: only the selected one is a Tab stop; arrows move and select.
+    const tab = page.locator('#detail [role="tab"][aria-selected="true"]');
+    const first = await tab.getAttribute('data-tab');
+    await tab.focus();
+    await page.keyboard.press('ArrowRight');
+    const second = await page.evaluate(() => (document.activeElement as HTMLElement | null)?.dataset.tab);
+    expect(second).not.toBe(first);
+    await expect(page.locator('#detail [role="tab"][aria-selected="true"]').getAttribute('data-tab')).resolves.toBe(second);
+    await expect(page.locator('#detail [role="tab"][tabindex="0"]').count()).resolves.toBe(1);
+    // Delete: focus goes to the row that took its place.
+    await page.locator('[data-action="delete"]').click();
+    await row(page, newer).waitFor({ state: 'detached', timeout: LIVE_MS });
+    await waitFor(async () => (await page.evaluate(() => document.activeElement?.closest('li')?.querySelector('.subject')?.textContent)) === older);
+  });
+
   it('searches and filters by recipient, and new mail that does not match stays out', async () => {
     const page = await newPage();
     const word = randomBytes(4).toString('hex');

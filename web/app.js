@@ -258,6 +258,8 @@ async function openMessage(id) {
       ),
     );
     detail.scrollTop = 0;
+    // Keyboard and screen-reader users land on the message, not back in the list.
+    detail.querySelector('.message-subject')?.focus({ preventScroll: true });
   } catch (err) {
     if (state.selected !== id) return;
     detail.replaceChildren(el('p', { class: 'empty' }, err.status === 404 ? 'This message does not exist (deleted?).' : `Could not load the message: ${err.message}`));
@@ -281,7 +283,12 @@ async function deleteMessage(id) {
       return;
     }
   }
+  // Focus goes to the row that takes the deleted one's place (or the one before it), not to
+  // the page: the user goes on from where they were.
+  const at = state.items.findIndex((s) => s.id === id);
   removeMessage(id);
+  const rows = $('list').children;
+  (rows[at] ?? rows[at - 1])?.querySelector('a')?.focus();
 }
 
 function route() {

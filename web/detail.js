@@ -27,7 +27,12 @@ export function renderMessage(event, actions, tab) {
   const panel = el('div', { class: 'panel', role: 'tabpanel' });
   const select = (name) => {
     const found = tabs.find(([n]) => n === name) ?? tabs[0];
-    for (const button of tabBar.children) button.setAttribute('aria-selected', String(button.dataset.tab === found[0]));
+    for (const button of tabBar.children) {
+      const selected = button.dataset.tab === found[0];
+      button.setAttribute('aria-selected', String(selected));
+      // Roving tabindex (WAI-ARIA tabs): Tab reaches the selected tab only; arrows move along.
+      button.tabIndex = selected ? 0 : -1;
+    }
     panel.replaceChildren(found[2]());
     actions.onTab?.(found[0]);
   };
@@ -36,6 +41,17 @@ export function renderMessage(event, actions, tab) {
     button.addEventListener('click', () => select(name));
     tabBar.append(button);
   }
+  tabBar.addEventListener('keydown', (e) => {
+    const buttons = [...tabBar.children];
+    const at = buttons.indexOf(document.activeElement);
+    if (at === -1) return;
+    const to = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: buttons.length - 1 }[e.key];
+    if (to === undefined) return;
+    e.preventDefault();
+    const next = buttons[(to + buttons.length) % buttons.length];
+    select(next.dataset.tab);
+    next.focus();
+  });
 
   const back = el('button', { type: 'button', class: 'back', title: 'Back to the list' }, '← Messages');
   back.addEventListener('click', () => actions.onBack());
@@ -47,7 +63,8 @@ export function renderMessage(event, actions, tab) {
     'article',
     { class: 'message', 'data-id': event.id },
     el('div', { class: 'toolbar' }, back, el('span', { class: 'spacer' }), raw, del),
-    el('h2', { class: 'message-subject' }, event.subject ?? '(no subject)', ' ', spamBadge(event.spam)),
+    // Focused when the message opens (tabindex -1: focusable from script, not a Tab stop).
+    el('h2', { class: 'message-subject', tabindex: '-1' }, event.subject ?? '(no subject)', ' ', spamBadge(event.spam)),
     summaryBlock(event),
     attachmentsBlock(event),
     event.parseError ? el('p', { class: 'notice' }, `This message could not be parsed: ${event.parseError}. The raw source is intact.`) : null,

@@ -174,7 +174,7 @@ export class SmtpListener {
     const options: SMTPServerOptions = {
       secure: implicitTls,
       name: this.hostname,
-      banner: 'mailwire ESMTP',
+      banner: 'mailwire', // smtp-server writes "220 <name> ESMTP <banner>"
       key: tls.key,
       cert: tls.cert,
       minVersion: config.tls.min_version,

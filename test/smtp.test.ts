@@ -142,7 +142,8 @@ describe('SMTP with the default policy (loopback catch-all)', () => {
     await c.command('EHLO client.test');
     c.write(`MAIL FROM:<${'a'.repeat(3000)}@client.test>\r\n`);
     const r = await c.read();
-    expect(r.raw).toBe('421 4.4.2 Error: Command line too long\r\n');
+    // Permanent: the client would only send the same line again.
+    expect(r.raw).toBe('500 5.5.2 Error: command line too long\r\n');
     expect(await c.waitClosed()).toBe(true);
   });
 

@@ -10,7 +10,8 @@
  *    (550 is always 5.1.1, 554 is 5.6.0), but mail policy needs 550 5.7.1, 554 5.7.1, 452 4.5.3.
  *    A reply text that already starts with an enhanced code is sent without a derived one. The
  *    library's own 538 (AUTH before STARTTLS) becomes RFC 4954's 538 5.7.11, its 421 once the
- *    stop has begun says 4.3.2 like mailwire's other shutdown replies, and with
+ *    stop has begun says 4.3.2 like mailwire's other shutdown replies, its 421 for an over-long
+ *    command line is a 500 (retrying cannot help), and with
  *    hideAuthBeforeTls its EHLO lists AUTH only once TLS is on (Postfix's smtpd_tls_auth_only).
  * 3. postscreen-style early-talker test. smtp-server holds every new connection 100 ms before
  *    its greeting to catch clients that talk first. A client that passed once is remembered
@@ -210,6 +211,13 @@ function patchSend(conn: InternalConnection, hideAuthBeforeTls: boolean): void {
     // The library's reply to every command once the stop has begun: the same words as
     // mailwire's own shutdown replies (smtp-server would derive 4.4.2 from the command).
     if (code === 421 && data === 'Server shutting down') return send(421, '4.3.2 Service shutting down, try again later', false);
+    // A command line past smtp.limits.max_command_line ends the session (the library's parser
+    // stops): a 421 would have the client send the same line again and again until its queue
+    // gives up, so it is a permanent 500 (RFC 5321 4.5.3.1.4), as Postfix and Exim answer.
+    if (code === 421 && data === 'Error: Command line too long') {
+      send(500, '5.5.2 Error: command line too long', false);
+      return conn.close(); // the library closes after a 421 only
+    }
     // The EHLO reply: its greeting line, then one line per extension.
     if (hideAuthBeforeTls && code === 250 && Array.isArray(data) && !conn.secure) {
       return send(code, [data[0], ...data.slice(1).filter((line) => !/^AUTH\b/i.test(String(line)))], context);

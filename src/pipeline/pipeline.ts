@@ -91,7 +91,7 @@ export class Pipeline {
       return { kind: 'reject', code: 550, enhanced: '5.7.1', message: 'Message rejected as spam' };
     }
     if (hooks) return this.#endOfMessage(msg, event, hooks, started);
-    return { kind: 'accept', afterReply: () => this.#commitAnswered(event, msg, started) };
+    return { kind: 'accept', afterReply: () => this.#commit(event, msg, started, 'always') };
   }
 
   /**
@@ -134,7 +134,7 @@ export class Pipeline {
         return { kind: 'reject', code: 451, enhanced: '4.3.0', message: 'Temporary local problem, try again later' };
       }
     }
-    return { kind: 'accept', disconnect: result.disconnect, afterReply: () => this.#commitAnswered(final, stored, started) };
+    return { kind: 'accept', disconnect: result.disconnect, afterReply: () => this.#commit(final, stored, started, 'always') };
   }
 
   /** Writes the edited message as a new spool entry (same id), committed before the reply. */
@@ -163,16 +163,16 @@ export class Pipeline {
   }
 
   /**
-   * After the 250: stores the event, publishes it, then releases the spool entry (in that order:
-   * see DESIGN.md). When the store fails (disk full, I/O error), the message stays in the spool
-   * and storing it is tried again with a growing wait, so it arrives once the store works again,
-   * without a restart.
+   * Stores the event, publishes it, then releases the spool entry (in that order: see DESIGN.md).
+   * When the store fails (disk full, I/O error), the message stays in the spool and storing it is
+   * tried again with a growing wait, so it arrives once the store works again, without a
+   * restart. `limit`: 'always' after a 250, 'bounded' at recovery (see MAX_PENDING_RETRIES).
    */
-  async #commitAnswered(event: MailEvent, msg: SpooledMessage, started: number): Promise<void> {
+  async #commit(event: MailEvent, msg: SpooledMessage, started: number, limit: 'always' | 'bounded'): Promise<void> {
     try {
       await this.#store(event, msg, started);
     } catch (err) {
-      this.#retryLater(event, msg, started, err, 1, 'always');
+      this.#retryLater(event, msg, started, err, 1, limit);
     }
   }
 
@@ -232,7 +232,7 @@ export class Pipeline {
         // attachment files, and a parse cut short (deadline, full disk) truncates or removes them.
         const started = performance.now();
         const event = this.#storedEvent(msg.id) ?? (await this.#analyse(msg));
-        await this.#store(event, msg, started).catch((err: unknown) => this.#retryLater(event, msg, started, err, 1, 'bounded'));
+        await this.#commit(event, msg, started, 'bounded');
       } catch (err) {
         this.deps.logger.error({ err, id: msg.id }, 'recovering a spooled message failed; it stays in the spool');
       }

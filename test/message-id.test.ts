@@ -1,6 +1,6 @@
 /** events/id.ts: ULIDs from a pooled CSPRNG. */
 import { describe, expect, it } from 'vitest';
-import { isMessageId, newMessageId } from '../src/events/id.js';
+import { idFor, isMessageId, newMessageId } from '../src/events/id.js';
 
 describe('newMessageId', () => {
   it('gives valid, strictly increasing, distinct ids across many pool refills', () => {
@@ -21,5 +21,15 @@ describe('newMessageId', () => {
       last = id.slice(0, 10);
     }
     expect(seen.size).toBe(32);
+  });
+});
+
+describe('idFor', () => {
+  it('gives the same valid id for the same key, and different ones for different keys', () => {
+    const ids = Array.from({ length: 2000 }, (_, i) => idFor(`key ${i}`));
+    for (const id of ids) expect(id).toMatch(/^[0-7][0-9A-HJKMNP-TV-Z]{25}$/);
+    expect(isMessageId(ids[0]!)).toBe(true);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(idFor('key 7')).toBe(ids[7]);
   });
 });

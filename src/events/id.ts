@@ -2,7 +2,7 @@
  * Message ids: ULIDs (26 characters, Crockford base32), sortable by receive time, so
  * "newest first" and resume-after-id need no extra column. Monotonic within a millisecond.
  */
-import { randomFillSync } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import { monotonicFactory } from 'ulid';
 
 /**
@@ -26,6 +26,25 @@ const next = monotonicFactory(pooledRandom);
 
 export function newMessageId(): string {
   return next();
+}
+
+const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+
+/**
+ * An id derived from `key`: the same key gives the same id. The shape of every other mailwire
+ * id (26 characters of Crockford base32, the first 0-7 as in a ULID), from the first 130 bits of
+ * the key's SHA-256; not sortable by time.
+ */
+export function idFor(key: string): string {
+  const digest = createHash('sha256').update(key).digest();
+  let id = '';
+  for (let i = 0; i < 26; i++) {
+    const bit = i * 5;
+    const byte = bit >> 3;
+    const value = (((digest[byte]! << 8) | digest[byte + 1]!) >> (11 - (bit & 7))) & 31;
+    id += CROCKFORD[i === 0 ? value & 7 : value];
+  }
+  return id;
 }
 
 export const MESSAGE_ID_PATTERN = /^[0-9A-HJKMNP-TV-Z]{26}$/;

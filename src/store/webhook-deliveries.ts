@@ -12,7 +12,7 @@
  */
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
+import { idFor } from '../events/id.js';
 import type { Logger } from '../log/logger.js';
 
 export type DeliveryStatus = 'pending' | 'delivered' | 'failed' | 'gone' | 'cancelled';
@@ -447,25 +447,13 @@ export function openWebhookDeliveryStore(dataDir: string, logger: Logger): Webho
   return new WebhookDeliveryStore(dataDir, logger);
 }
 
-const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
-
 /**
  * A delivery's id (X-Mailwire-Delivery), derived from the webhook and the event: an event
  * enqueued again gets the id the receiver may have seen already, and can be deduplicated. That
  * happens after a power cut: the delivery store runs with synchronous=NORMAL, so its last
  * enqueues can roll back with their cursor, and the start-up catch-up enqueues those events
- * again (a random id made them new deliveries). 26 characters of Crockford base32, the shape of
- * every other mailwire id (the first character 0-7, as in a ULID).
+ * again (a random id made them new deliveries).
  */
 export function deliveryId(webhook: string, eventType: string, eventId: string): string {
-  const digest = createHash('sha256').update(`${webhook}\0${eventType}\0${eventId}`).digest();
-  let id = '';
-  for (let i = 0; i < 26; i++) {
-    // 5 bits at a time from the digest's first 130 bits.
-    const bit = i * 5;
-    const byte = bit >> 3;
-    const value = (((digest[byte]! << 8) | digest[byte + 1]!) >> (11 - (bit & 7))) & 31;
-    id += CROCKFORD[i === 0 ? value & 7 : value];
-  }
-  return id;
+  return idFor(`${webhook}\0${eventType}\0${eventId}`);
 }

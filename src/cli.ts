@@ -25,6 +25,9 @@ const USAGE = `usage: mailwire <start|check-config|print-config> [--config-dir D
        mailwire pw [--scheme ssha|ssha256|ssha512]
        mailwire setup --dest DIR`;
 
+/** Set by a command that must end the process when done, whatever handles are still open. */
+let exitWhenDone = false;
+
 async function cli(argv: string[]): Promise<number> {
   let parsed;
   try {
@@ -44,6 +47,9 @@ async function cli(argv: string[]): Promise<number> {
       case 'start':
         return await runServer(configDir);
       case 'check-config': {
+        // It runs the hooks' top-level code, which may leave a timer or a socket open: the
+        // process must end all the same. (start ends once the server has stopped.)
+        exitWhenDone = true;
         const config = loadConfig(configDir);
         // Tables are checked too: a broken table stops the start the same way.
         new WatchedTable(configDir, 'domains', domainsSchema, EMPTY_DOMAINS, silentLogger());
@@ -105,9 +111,7 @@ async function cli(argv: string[]): Promise<number> {
 cli(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
-    // check-config runs the hooks' top-level code, which may leave a timer or a socket open:
-    // it must end all the same. (start ends once the server has stopped.)
-    if (process.argv.slice(2).includes('check-config')) process.exit(code);
+    if (exitWhenDone) process.exit(code);
   },
   (err) => {
     console.error(`mailwire: ${(err as Error).stack ?? err}`);

@@ -148,6 +148,12 @@ function wordBytes(encoding: string, text: string): Buffer {
   return Buffer.from(bytes);
 }
 
+/** Ends with ESC ( B or ESC ( J: back to ASCII (or JIS-Roman) in ISO-2022-JP. */
+function endsInAsciiEscape(bytes: Buffer): boolean {
+  const n = bytes.length;
+  return n >= 3 && bytes[n - 3] === 0x1b && bytes[n - 2] === 0x28 && (bytes[n - 1] === 0x42 || bytes[n - 1] === 0x4a);
+}
+
 /**
  * Decodes RFC 2047 encoded-words. Whitespace between two adjacent encoded-words is dropped (RFC 2047
  * 6.2), and adjacent words in the same charset are decoded together, so a multi-byte character (or an
@@ -155,12 +161,6 @@ function wordBytes(encoding: string, text: string): Buffer {
  * WHATWG Encoding Standard via TextDecoder (UTF-8, ISO-2022-JP, Shift_JIS, ISO-8859-x, Windows-125x,
  * KOI8, GB18030, Big5, EUC-KR, ...); a word in an unknown charset is left as written.
  */
-/** Ends with ESC ( B or ESC ( J: back to ASCII (or JIS-Roman) in ISO-2022-JP. */
-function endsInAsciiEscape(bytes: Buffer): boolean {
-  const n = bytes.length;
-  return n >= 3 && bytes[n - 3] === 0x1b && bytes[n - 2] === 0x28 && (bytes[n - 1] === 0x42 || bytes[n - 1] === 0x4a);
-}
-
 export function decodeEncodedWords(value: string): string {
   if (!value.includes('=?')) return value;
   let out = '';

@@ -258,6 +258,8 @@ function addressesOf(value: HeaderValue | undefined): { addresses: ParsedMessage
   const list: ParsedAddress[] = [];
   for (const object of objects) {
     if (typeof object === 'object' && object !== null && 'value' in object && Array.isArray(object.value)) {
+      // As a group of its own: flattenAddresses walks each header's list where it is, where a
+      // spread into `list` would copy it (and overflow the stack for a huge one).
       list.push({ name: '', address: '', group: object.value as ParsedAddress[] });
     }
   }

@@ -89,8 +89,7 @@ function toSummary(x) {
  * sender, From, To and Cc written as "Name <address>", and the envelope recipients.
  */
 function matchesFilters(event) {
-  const rcptTo = event.envelope?.rcptTo ?? event.rcptTo ?? [];
-  const mailFrom = event.envelope?.mailFrom ?? event.mailFrom ?? '';
+  const { rcptTo, mailFrom } = event.envelope;
   if (state.rcpt && !rcptTo.some((r) => r.toLowerCase() === state.rcpt.toLowerCase())) return false;
   if (!state.q) return true;
   const addresses = (list) => (list ?? []).map((a) => (a.name ? `${a.name} <${a.address}>` : a.address)).join(', ');
